@@ -1,0 +1,1 @@
+//! The cucumber World, steps by domain, expectations and verdicts.

@@ -1,0 +1,1 @@
+//! SUT profile: what the harness knows of the SUT, from YAML.

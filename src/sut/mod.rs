@@ -1,0 +1,1 @@
+//! The embedded reference CPM server: the default SUT.
