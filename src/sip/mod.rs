@@ -4,3 +4,18 @@
 //! and `dialog` (sans-IO, time passed in), `transport` and `endpoint` (tokio
 //! sockets driving the transaction layer), `message` (CPM request builders),
 //! `agent` (the harness's test users on one endpoint).
+
+pub mod dialog;
+pub mod endpoint;
+pub mod framing;
+pub mod transaction;
+pub mod transport;
+// pub mod message; // pub mod agent;  (owned by the integrator)
+
+pub use dialog::{Dialog, DialogError, DialogId, new_branch, new_call_id, new_tag};
+pub use endpoint::{Endpoint, EndpointConfig, EndpointError};
+pub use framing::{FramingError, ParseError, StreamDecoder};
+pub use transaction::{
+    Role, Target, Timers, TransactionLayer, TransportKind, TxError, TxEvent, TxKey, response_to,
+};
+pub use transport::TransportError;

@@ -1,0 +1,320 @@
+//! UDP and TCP sockets for the endpoint driver: bytes in, bytes out, framing
+//! on streams; no protocol logic (that is the transaction layer's).
+//!
+//! Each socket reader runs as its own task and reports [`NetEvent`]s to the
+//! driver over one channel; each TCP connection is one task that both reads
+//! (framed by [`StreamDecoder`]) and writes what the driver queues for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::framing::StreamDecoder;
+use super::transaction::TransportKind;
+
+/// Largest UDP datagram we read.
+const MAX_DATAGRAM: usize = 65_535;
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("cannot bind SIP {kind} socket on {addr}: {source}")]
+    Bind {
+        kind: TransportKind,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the local address of the SIP {kind} socket: {source}")]
+    LocalAddr {
+        kind: TransportKind,
+        source: std::io::Error,
+    },
+    #[error("no SIP {kind} socket is configured on this endpoint")]
+    NotConfigured { kind: TransportKind },
+    #[error("sending {len} bytes over UDP to {to} failed: {source}")]
+    UdpSend {
+        to: SocketAddr,
+        len: usize,
+        source: std::io::Error,
+    },
+}
+
+/// What the sockets report to the driver.
+#[derive(Debug)]
+pub(crate) enum NetEvent {
+    Datagram {
+        bytes: Vec<u8>,
+        from: SocketAddr,
+    },
+    /// One framed message from a TCP connection.
+    Stream {
+        bytes: Vec<u8>,
+        from: SocketAddr,
+    },
+    /// The connection to / from `peer` ended; `error` says why if not a
+    /// clean close. `connect_failed` when it never came up.
+    StreamClosed {
+        peer: SocketAddr,
+        error: Option<String>,
+        connect_failed: bool,
+    },
+}
+
+/// The endpoint's sockets and live TCP connections.
+#[derive(Debug)]
+pub(crate) struct Transports {
+    udp: Option<Arc<UdpSocket>>,
+    udp_addr: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
+    net_tx: mpsc::UnboundedSender<NetEvent>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Transports {
+    pub(crate) async fn bind(
+        udp: Option<SocketAddr>,
+        tcp: Option<SocketAddr>,
+        net_tx: mpsc::UnboundedSender<NetEvent>,
+        accept_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+    ) -> Result<Self, TransportError> {
+        let mut tasks = Vec::new();
+        let (udp_socket, udp_addr) = match udp {
+            Some(addr) => {
+                let sock = UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| TransportError::Bind {
+                        kind: TransportKind::Udp,
+                        addr,
+                        source,
+                    })?;
+                let local = sock
+                    .local_addr()
+                    .map_err(|source| TransportError::LocalAddr {
+                        kind: TransportKind::Udp,
+                        source,
+                    })?;
+                let sock = Arc::new(sock);
+                tasks.push(tokio::spawn(udp_reader(sock.clone(), net_tx.clone())));
+                (Some(sock), Some(local))
+            }
+            None => (None, None),
+        };
+        let tcp_addr = match tcp {
+            Some(addr) => {
+                let listener =
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| TransportError::Bind {
+                            kind: TransportKind::Tcp,
+                            addr,
+                            source,
+                        })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| TransportError::LocalAddr {
+                        kind: TransportKind::Tcp,
+                        source,
+                    })?;
+                tasks.push(tokio::spawn(tcp_acceptor(listener, accept_tx)));
+                Some(local)
+            }
+            None => None,
+        };
+        Ok(Self {
+            udp: udp_socket,
+            udp_addr,
+            tcp_addr,
+            conns: HashMap::new(),
+            net_tx,
+            tasks,
+        })
+    }
+
+    pub(crate) fn local_addr(&self, kind: TransportKind) -> Option<SocketAddr> {
+        match kind {
+            TransportKind::Udp => self.udp_addr,
+            TransportKind::Tcp => self.tcp_addr,
+        }
+    }
+
+    /// Sends one datagram without waiting (the socket buffer absorbs it).
+    pub(crate) fn send_udp(&self, bytes: &[u8], to: SocketAddr) -> Result<(), TransportError> {
+        let Some(sock) = &self.udp else {
+            return Err(TransportError::NotConfigured {
+                kind: TransportKind::Udp,
+            });
+        };
+        sock.try_send_to(bytes, to)
+            .map(|_| ())
+            .map_err(|source| TransportError::UdpSend {
+                to,
+                len: bytes.len(),
+                source,
+            })
+    }
+
+    /// Queues bytes on the connection with `to`, opening one if there is none.
+    pub(crate) fn send_tcp(&mut self, bytes: Vec<u8>, to: SocketAddr) {
+        if let Some(tx) = self.conns.get(&to) {
+            match tx.send(bytes) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(bytes)) => {
+                    self.conns.remove(&to);
+                    return self.send_tcp(bytes, to);
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The queue outlives the connect: the first message waits in it.
+        let _ = tx.send(bytes);
+        self.conns.insert(to, tx);
+        let net_tx = self.net_tx.clone();
+        tokio::spawn(async move {
+            match TcpStream::connect(to).await {
+                Ok(stream) => run_connection(stream, to, rx, net_tx).await,
+                Err(e) => {
+                    let _ = net_tx.send(NetEvent::StreamClosed {
+                        peer: to,
+                        error: Some(format!("connect failed: {e}")),
+                        connect_failed: true,
+                    });
+                }
+            }
+        });
+    }
+
+    /// Takes over an accepted connection.
+    pub(crate) fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.conns.insert(peer, tx);
+        tokio::spawn(run_connection(stream, peer, rx, self.net_tx.clone()));
+    }
+
+    /// Forgets a connection that ended.
+    pub(crate) fn forget(&mut self, peer: SocketAddr) {
+        self.conns.remove(&peer);
+    }
+
+    /// Stops the socket readers and closes every connection.
+    pub(crate) fn shutdown(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.conns.clear();
+    }
+}
+
+impl Drop for Transports {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn udp_reader(sock: Arc<UdpSocket>, net_tx: mpsc::UnboundedSender<NetEvent>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let event = NetEvent::Datagram {
+                    bytes: buf[..n].to_vec(),
+                    from,
+                };
+                if net_tx.send(event).is_err() {
+                    return;
+                }
+            }
+            // ICMP port unreachable from an earlier send surfaces here on
+            // Linux (ECONNREFUSED): not fatal for the socket.
+            Err(_) => {
+                if net_tx.is_closed() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+async fn tcp_acceptor(
+    listener: TcpListener,
+    accept_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if accept_tx.send((stream, peer)).is_err() {
+                    return;
+                }
+            }
+            Err(_) => {
+                // EMFILE and the like: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One TCP connection: reads framed messages, writes queued bytes.
+async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    net_tx: mpsc::UnboundedSender<NetEvent>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut decoder = StreamDecoder::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let error = loop {
+        tokio::select! {
+            read = rd.read(&mut buf) => match read {
+                Ok(0) => break None,
+                Ok(n) => {
+                    decoder.push(&buf[..n]);
+                    let mut framing_error = None;
+                    loop {
+                        match decoder.next_message() {
+                            Ok(Some(bytes)) => {
+                                if net_tx.send(NetEvent::Stream { bytes, from: peer }).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                framing_error = Some(format!("framing error, connection closed: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                    if framing_error.is_some() {
+                        break framing_error;
+                    }
+                }
+                Err(e) => break Some(format!("read failed: {e}")),
+            },
+            out = rx.recv() => match out {
+                Some(bytes) => {
+                    if let Err(e) = wr.write_all(&bytes).await {
+                        break Some(format!("write failed: {e}"));
+                    }
+                }
+                None => {
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+            },
+        }
+    };
+    let _ = wr.shutdown().await;
+    let _ = net_tx.send(NetEvent::StreamClosed {
+        peer,
+        error,
+        connect_failed: false,
+    });
+}
