@@ -53,13 +53,13 @@ impl Pair {
             let mut moved = false;
             while let Some(m) = self.client.poll_transmit() {
                 // Through the codec, as on a real wire.
-                let m = Message::decode(&m.encode()).unwrap();
+                let m = Message::decode(&m.encode()).expect("own encoding decodes");
                 self.wire.push((true, m.clone()));
                 self.server.handle_message(m, self.now);
                 moved = true;
             }
             while let Some(m) = self.server.poll_transmit() {
-                let m = Message::decode(&m.encode()).unwrap();
+                let m = Message::decode(&m.encode()).expect("own encoding decodes");
                 self.wire.push((false, m.clone()));
                 if !self.server_mute {
                     self.client.handle_message(m, self.now);

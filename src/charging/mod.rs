@@ -1,3 +1,24 @@
 //! CH-1 (offline) charging as typed requests and responses, the Rf mapping,
 //! the Charging Enabler the harness plays, and the charging client of the
 //! reference SUT.
+//!
+//! - [`ch1`]: what a flow rule talks about (Start/Interim/Stop/Event, served
+//!   user, role, participants), independent of Diameter.
+//! - [`rf`]: CH-1 <-> ACR/ACA (3GPP TS 32.299 over RFC 6733 accounting).
+//! - [`enabler`]: the Diameter server (CDF role) that records every request
+//!   with a timeline stamp and answers by script. The online (OCS, CH-2)
+//!   role will plug in at [`enabler::Enabler`]'s CCR seam.
+//! - [`client`]: the Rf client the reference SUT uses.
+
+pub mod ch1;
+pub mod client;
+pub mod enabler;
+pub mod rf;
+
+pub use ch1::{Ch1Request, Ch1Response, ChargedRole, RecordType};
+pub use client::{ChargingClient, ChargingClientError, ClientConfig};
+pub use enabler::{
+    AnswerOutcome, AnswerSelector, ChargingRecord, ConnectionInfo, Enabler, EnablerConfig,
+    EnablerError, ScriptedAnswer,
+};
+pub use rf::{MappingError, aca_for, bench_acr_roundtrip};
