@@ -277,7 +277,11 @@ impl SutProfile {
             let key = e.path().to_string();
             ProfileError::Invalid {
                 path: path.to_owned(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message: e.into_inner().to_string(),
             }
         })?;
@@ -355,9 +359,7 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration like 300ms or 3s ({e})"
-            ))
+            serde::de::Error::custom(format!("`{text}` is not a duration like 300ms or 3s ({e})"))
         })
     }
 
@@ -415,7 +417,10 @@ charging:
 
     #[test]
     fn unknown_key_is_refused_with_its_path() {
-        let text = MINIMAL.replace("domain: test.invalid", "domain: test.invalid\n  colour: red");
+        let text = MINIMAL.replace(
+            "domain: test.invalid",
+            "domain: test.invalid\n  colour: red",
+        );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("at `sut.colour`"), "{err}");
         assert!(err.contains("colour"), "{err}");

@@ -1,5 +1,6 @@
 //! The peer state machine, two ends driven against each other on a virtual
 //! clock (quinn's `Pair` idea): no sockets, no sleeping.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

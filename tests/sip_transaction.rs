@@ -1,5 +1,6 @@
 //! RFC 3261 §17 / RFC 6026 transactions on a virtual clock: `now` is advanced
 //! by hand, nothing sleeps.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

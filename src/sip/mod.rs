@@ -5,12 +5,13 @@
 //! sockets driving the transaction layer), `message` (CPM request builders),
 //! `agent` (the harness's test users on one endpoint).
 
+pub mod agent;
 pub mod dialog;
 pub mod endpoint;
 pub mod framing;
+pub mod message;
 pub mod transaction;
 pub mod transport;
-// pub mod message; // pub mod agent;  (owned by the integrator)
 
 pub use dialog::{Dialog, DialogError, DialogId, new_branch, new_call_id, new_tag};
 pub use endpoint::{Endpoint, EndpointConfig, EndpointError};

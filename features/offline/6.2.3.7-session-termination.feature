@@ -1,0 +1,43 @@
+@clause-6.2.3.7 @offline
+Feature: 6.2.3.7 Offline charging for CPM session termination
+  Alias: the change request heads this change "Change to section 6.2.3.6";
+  its clause text is 6.2.3.7, which is used here.
+
+  A session is closed by a CPM Client (its BYE, the "session leaving
+  request", triggers a CH-1 StopRequest; the server's 200 OK to the BYE may
+  come at any time after it) or by the CPM Server (its BYE, the "session
+  removal request"; the StopRequest only after the client's 200 OK).
+
+  Background:
+    Given CPM clients "alice" and "bob"
+    And alice has a 1-1 CPM session with bob
+
+  @tp-OFF-TERM-01
+  Scenario: The originator's BYE stops offline charging
+    When alice ends the session with BYE
+    Then a CH-1 StopRequest arrives for every charged function
+    And every StopRequest arrives after alice's BYE
+
+  @tp-OFF-TERM-02
+  Scenario: The recipient's BYE stops offline charging
+    When bob ends the session with BYE
+    Then a CH-1 StopRequest arrives for every charged function
+    And every StopRequest arrives after bob's BYE
+
+  @tp-OFF-TERM-03 @needs-inactivity-timer
+  Scenario: Server termination on the inactivity timer: Stop only after the client's 200 OK
+    When the SUT ends the session on its inactivity timer
+    And alice and bob hold back their answers to the SUT's BYE
+    Then no CH-1 request arrives while alice and bob hold back their answers
+    When alice and bob answer the SUT's BYE with 200 OK
+    Then a CH-1 StopRequest arrives for every charged function
+    And every StopRequest arrives after its served user's 200 OK to the SUT's BYE
+
+  @tp-OFF-TERM-04 @needs-operator-terminate
+  Scenario: Server termination by the operator: Stop only after the client's 200 OK
+    When the operator ends the session
+    And alice and bob hold back their answers to the SUT's BYE
+    Then no CH-1 request arrives while alice and bob hold back their answers
+    When alice and bob answer the SUT's BYE with 200 OK
+    Then a CH-1 StopRequest arrives for every charged function
+    And every StopRequest arrives after its served user's 200 OK to the SUT's BYE

@@ -1,0 +1,127 @@
+//! Steps about what reaches the Charging Enabler: which CH-1 requests arrive
+//! for which charged function, and which must not arrive.
+
+use cucumber::then;
+
+use crate::charging::ch1::RecordType;
+use crate::harness::expect::{kind_name, sequence_diff};
+use crate::harness::verdict::StepFailure;
+use crate::harness::world::{World, record_line};
+
+type StepResult = Result<(), StepFailure>;
+
+fn parse_kind(text: &str) -> Option<RecordType> {
+    match text {
+        "StartRequest" => Some(RecordType::Start),
+        "InterimRequest" => Some(RecordType::Interim),
+        "StopRequest" => Some(RecordType::Stop),
+        "EventRequest" => Some(RecordType::Event),
+        _ => None,
+    }
+}
+
+/// The clause whose rule requires a request of this kind.
+pub fn clause_of(kind: RecordType) -> &'static str {
+    match kind {
+        RecordType::Start => "6.2.3.1",
+        RecordType::Interim => "6.2.3.4",
+        RecordType::Stop => "6.2.3.7",
+        RecordType::Event => "6.2.3.1",
+    }
+}
+
+#[then(expr = "a CH-1 {word} arrives for every charged function")]
+async fn arrives_for_every_function(w: &mut World, kind: String) -> StepResult {
+    let Some(kind) = parse_kind(&kind) else {
+        return Err(w.harness_error(format!("`{kind}` is not a CH-1 request (StartRequest, InterimRequest, StopRequest, EventRequest)")));
+    };
+    await_every_function(w, kind, clause_of(kind)).await
+}
+
+/// Waits for a request of `kind` after the watermark from every charged
+/// function; moves the watermark past them.
+pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str) -> StepResult {
+    let timeout = w.profile().timers.charging;
+    let after = w.watermark;
+    let mut last = after;
+    for function in w.offline_functions() {
+        match w.wait_record(function, kind, after, timeout).await {
+            Some(r) => last = last.max(r.stamp),
+            None => {
+                let observed: Vec<String> =
+                    w.records_for(function).iter().map(record_line).collect();
+                let served = w.served_user(function).unwrap_or_default();
+                let mut expected: Vec<String> = observed.clone();
+                expected.push(format!("{} ...", kind_name(kind)));
+                return Err(w.fail(
+                    clause,
+                    &format!(
+                        "the {function} (serving {served}) sends a CH-1 {} within {timeout:?}",
+                        kind_name(kind)
+                    ),
+                    format!("a {} for the {function}", kind_name(kind)),
+                    format!(
+                        "none; the {function}'s requests so far:\n{}",
+                        sequence_diff(&expected, &observed)
+                    ),
+                ));
+            }
+        }
+    }
+    w.watermark = last;
+    Ok(())
+}
+
+#[then(expr = "no CH-1 {word} arrives")]
+async fn none_arrives(w: &mut World, kind: String) -> StepResult {
+    let Some(kind) = parse_kind(&kind) else {
+        return Err(w.harness_error(format!("`{kind}` is not a CH-1 request")));
+    };
+    tokio::time::sleep(w.profile().timers.quiet).await;
+    let after = w.watermark;
+    let seen: Vec<String> = w
+        .scenario_records()
+        .iter()
+        .filter(|r| r.stamp > after && r.ch1.as_ref().is_ok_and(|c| c.kind == kind))
+        .map(record_line)
+        .collect();
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let rule = if kind == RecordType::Start {
+        "no StartRequest if the INVITE fails"
+    } else {
+        "no request of this kind here"
+    };
+    Err(w.fail(
+        clause_of(kind),
+        rule,
+        format!("no {}", kind_name(kind)),
+        seen.join("\n"),
+    ))
+}
+
+#[then("a CH-1 EventRequest arrives only if the SUT profile expects one for a failed INVITE")]
+async fn event_if_expected(w: &mut World) -> StepResult {
+    let expects = w.profile().offline().is_some_and(|o| o.failed_invite_event);
+    if expects {
+        return await_every_function(w, RecordType::Event, "6.2.3.1").await;
+    }
+    let after = w.watermark;
+    let seen: Vec<String> = w
+        .scenario_records()
+        .iter()
+        .filter(|r| r.stamp > after && r.ch1.as_ref().is_ok_and(|c| c.kind == RecordType::Event))
+        .map(record_line)
+        .collect();
+    if seen.is_empty() {
+        Ok(())
+    } else {
+        Err(w.fail(
+            "6.2.3.1",
+            "the SUT profile says the SUT records no failed INVITE with an EventRequest (charging.offline.failed_invite_event: false)",
+            "no EventRequest",
+            seen.join("\n"),
+        ))
+    }
+}

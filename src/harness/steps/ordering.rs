@@ -1,0 +1,203 @@
+//! Steps about order: charging requests against the SIP events that must
+//! precede them, and silence while a test user holds back its answer.
+//! Order is read from the harness timeline (`crate::timeline`), never from
+//! clocks.
+
+use cucumber::then;
+
+use crate::charging::ch1::RecordType;
+use crate::harness::expect::kind_name;
+use crate::harness::verdict::StepFailure;
+use crate::harness::world::{SipWhat, World, record_line};
+use crate::profile::OrderingReading;
+use crate::timeline::Stamp;
+
+type StepResult = Result<(), StepFailure>;
+
+/// A SIP event named in a step, e.g. `bob's 200 OK to the INVITE`.
+fn sip_event(w: &World, user: &str, what: &str) -> Option<Stamp> {
+    let (sent, what) = match what {
+        "200 OK to the INVITE" => (
+            true,
+            SipWhat::Response {
+                status: 200,
+                method: rsip::Method::Invite,
+                reinvite: false,
+            },
+        ),
+        "200 OK to the re-INVITE" => (
+            true,
+            SipWhat::Response {
+                status: 200,
+                method: rsip::Method::Invite,
+                reinvite: true,
+            },
+        ),
+        "re-INVITE" => (
+            true,
+            SipWhat::Request {
+                method: rsip::Method::Invite,
+                reinvite: true,
+            },
+        ),
+        "BYE" => (
+            true,
+            SipWhat::Request {
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        ),
+        "200 OK to the SUT's BYE" => (
+            true,
+            SipWhat::Response {
+                status: 200,
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        ),
+        _ => return None,
+    };
+    w.sip_event(user, sent, &what)
+}
+
+fn parse_kind(text: &str) -> Option<RecordType> {
+    match text {
+        "StartRequest" => Some(RecordType::Start),
+        "InterimRequest" => Some(RecordType::Interim),
+        "StopRequest" => Some(RecordType::Stop),
+        _ => None,
+    }
+}
+
+/// Checks that every charged function's requests of `kind` arrived after the
+/// SIP event of `user` (or, with `user` None, of the function's served user).
+async fn every_after(
+    w: &mut World,
+    kind: &str,
+    user: Option<&str>,
+    what: &str,
+    clause: &str,
+) -> StepResult {
+    let Some(kind) = parse_kind(kind) else {
+        return Err(w.harness_error(format!("`{kind}` is not a CH-1 session request")));
+    };
+    for function in w.offline_functions() {
+        let who = match user {
+            Some(u) => u.to_owned(),
+            None => w.served_user(function).unwrap_or_default(),
+        };
+        let Some(event) = sip_event(w, &who, what) else {
+            return Err(w.harness_error(format!("no \"{who}'s {what}\" happened in this scenario")));
+        };
+        let records = w.records_for(function);
+        let early: Vec<String> = records
+            .iter()
+            .filter(|r| r.ch1.as_ref().is_ok_and(|c| c.kind == kind) && r.stamp < event)
+            .map(record_line)
+            .collect();
+        if !early.is_empty() {
+            let mut observed: Vec<String> = records
+                .iter()
+                .filter(|r| r.stamp < event)
+                .map(record_line)
+                .collect();
+            observed.push(format!("{who}'s {what}"));
+            observed.extend(records.iter().filter(|r| r.stamp > event).map(record_line));
+            return Err(w.fail(
+                clause,
+                &format!(
+                    "the {function}'s {} only after {who}'s {what}",
+                    kind_name(kind)
+                ),
+                format!("{who}'s {what}, then the {}", kind_name(kind)),
+                format!("in arrival order:\n{}", observed.join("\n")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[then(
+    regex = r"^every (\w+) arrives after (\w+)'s (200 OK to the INVITE|200 OK to the re-INVITE|re-INVITE|BYE)$"
+)]
+async fn every_after_user(w: &mut World, kind: String, user: String, what: String) -> StepResult {
+    let clause = parse_kind(&kind)
+        .map(super::charging::clause_of)
+        .unwrap_or("?");
+    every_after(w, &kind, Some(&user), &what, clause).await
+}
+
+#[then(regex = r"^every (\w+) arrives after its served user's 200 OK to the SUT's BYE$")]
+async fn every_after_served_user(w: &mut World, kind: String) -> StepResult {
+    every_after(w, &kind, None, "200 OK to the SUT's BYE", "6.2.3.7").await
+}
+
+#[then(
+    regex = r"^every InterimRequest follows (\w+)'s re-INVITE as the ordering reading requires$"
+)]
+async fn interim_per_reading(w: &mut World, sender: String) -> StepResult {
+    let reading = w
+        .profile()
+        .offline()
+        .map(|o| o.ordering)
+        .unwrap_or_default();
+    match reading {
+        // The figure: after the recipients' 200 OK to the re-INVITE.
+        OrderingReading::Strict => {
+            let recipient = if w.originator.as_deref() == Some(sender.as_str()) {
+                w.recipient.clone()
+            } else {
+                w.originator.clone()
+            }
+            .unwrap_or_default();
+            every_after(
+                w,
+                "InterimRequest",
+                Some(&recipient),
+                "200 OK to the re-INVITE",
+                "6.2.3.4 (strict)",
+            )
+            .await
+        }
+        // The text: receiving the re-INVITE triggers it.
+        OrderingReading::Lenient => {
+            every_after(
+                w,
+                "InterimRequest",
+                Some(&sender),
+                "re-INVITE",
+                "6.2.3.4 (lenient)",
+            )
+            .await
+        }
+    }
+}
+
+#[then(regex = r"^no CH-1 request arrives while .+ holds? back (?:his|her|their) answers?$")]
+async fn silent_while_held(w: &mut World) -> StepResult {
+    tokio::time::sleep(w.profile().timers.hold_back).await;
+    let after = w.watermark;
+    let early: Vec<String> = w
+        .scenario_records()
+        .iter()
+        .filter(|r| r.stamp > after)
+        .map(record_line)
+        .collect();
+    if early.is_empty() {
+        return Ok(());
+    }
+    let clause = w
+        .scenario_records()
+        .iter()
+        .find(|r| r.stamp > after)
+        .and_then(|r| r.ch1.as_ref().ok())
+        .map(|c| super::charging::clause_of(c.kind))
+        .unwrap_or("?");
+    let held = w.profile().timers.hold_back;
+    Err(w.fail(
+        clause,
+        "the SUT waits for the client's answer before it charges",
+        format!("no CH-1 request while the answer is held back ({held:?})"),
+        early.join("\n"),
+    ))
+}

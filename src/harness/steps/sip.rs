@@ -1,0 +1,855 @@
+//! Steps that drive the CPM clients over SIP: invite, answer, reject,
+//! cancel, modify, end, and the server-side stimuli that make the SUT end a
+//! session. A SIP step that cannot get the SUT to do its part ends the
+//! scenario *inconclusive*: it says nothing yet about charging.
+
+use std::time::Duration;
+
+use cucumber::{given, when};
+
+use crate::harness::verdict::StepFailure;
+use crate::harness::world::{Leg, PendingRequest, SipWhat, World};
+use crate::sip::agent::UserEvent;
+use crate::sip::dialog::{Dialog, new_branch, new_call_id};
+use crate::sip::message::{self, CpmInvite};
+use crate::sip::transaction::{TxEvent, TxKey};
+
+type StepResult = Result<(), StepFailure>;
+
+#[given(expr = "CPM clients {string} and {string}")]
+async fn clients(w: &mut World, a: String, b: String) {
+    w.add_user(&a);
+    w.add_user(&b);
+}
+
+#[given(expr = "a CPM client {string}")]
+async fn client(w: &mut World, a: String) {
+    w.add_user(&a);
+}
+
+#[given(expr = "{word} has a 1-1 CPM session with {word}")]
+async fn has_session(w: &mut World, a: String, b: String) -> StepResult {
+    invite(w, a.clone(), b.clone()).await?;
+    answer_invite(w, b, 200).await?;
+    // The session's Start requests belong to the setup, not to what follows.
+    super::charging::await_every_function(w, crate::charging::ch1::RecordType::Start, "6.2.3.1")
+        .await?;
+    Ok(())
+}
+
+#[when(expr = "{word} invites {word} to a 1-1 CPM session")]
+async fn invite(w: &mut World, a: String, b: String) -> StepResult {
+    let sut = w.ctx.sut_sip;
+    let to = w.user(&b)?.uri.clone();
+    let caller = w.user(&a)?;
+    let local = caller.local_addr();
+    let tag = caller.new_tag();
+    let request = message::cpm_invite(&CpmInvite {
+        from: caller.uri.clone(),
+        from_tag: tag.clone(),
+        to,
+        call_id: new_call_id(&local.ip().to_string()),
+        local,
+        transport: caller.transport(),
+        branch: new_branch(),
+        conversation_id: format!("conv-{}", new_branch()),
+        contribution_id: format!("contrib-{}", new_branch()),
+        msrp_port: 9,
+    })
+    .map_err(|e| StepFailure::Harness(e.to_string()))?;
+    let (_, at) = caller
+        .send_request(request.clone(), sut)
+        .await
+        .map_err(|e| StepFailure::Harness(format!("{a}'s INVITE not sent: {e}")))?;
+    w.log_sip(
+        at,
+        &a,
+        true,
+        SipWhat::Request {
+            method: rsip::Method::Invite,
+            reinvite: false,
+        },
+    );
+    w.legs.insert(
+        a.clone(),
+        Leg {
+            invite: request,
+            invite_key: None,
+            local_tag: tag,
+            dialog: None,
+            pending: Vec::new(),
+            reinvite_sent: None,
+            ended: false,
+        },
+    );
+    w.originator = Some(a.clone());
+    w.recipient = Some(b.clone());
+
+    // The SUT must forward the INVITE to the recipient.
+    let timeout = w.profile().timers.sip_answer;
+    let callee = w.user(&b)?;
+    let got = callee
+        .next_event(|e| is_request(e, rsip::Method::Invite, false), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event:
+            TxEvent::Request {
+                key: Some(key),
+                request,
+                ..
+            },
+    }) = got
+    else {
+        return Err(w.inconclusive(format!(
+            "the SUT did not forward {a}'s INVITE to {b} within {timeout:?}"
+        )));
+    };
+    let tag = w.user(&b)?.new_tag();
+    w.log_sip(
+        stamp,
+        &b,
+        false,
+        SipWhat::Request {
+            method: rsip::Method::Invite,
+            reinvite: false,
+        },
+    );
+    w.legs.insert(
+        b,
+        Leg {
+            invite: request,
+            invite_key: Some(key),
+            local_tag: tag,
+            dialog: None,
+            pending: Vec::new(),
+            reinvite_sent: None,
+            ended: false,
+        },
+    );
+    Ok(())
+}
+
+fn is_request(e: &UserEvent, method: rsip::Method, in_dialog: bool) -> bool {
+    matches!(&e.event, TxEvent::Request { request, .. }
+        if request.method == method && message::to_tag(request).is_some() == in_dialog)
+}
+
+fn final_response_to(e: &UserEvent, method: rsip::Method) -> bool {
+    matches!(&e.event, TxEvent::Response { response, retransmission: false, .. }
+        if response.status_code.code() >= 200
+            && message::cseq(response).is_ok_and(|(_, m)| m == method))
+        || matches!(&e.event, TxEvent::Timeout { .. })
+}
+
+#[when(regex = r"^(\w+) answers the INVITE with (\d{3})(?: [A-Za-z ]+)?$")]
+async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
+    let leg = w.leg(&b)?;
+    let (Some(key), invite, tag) = (
+        leg.invite_key.clone(),
+        leg.invite.clone(),
+        leg.local_tag.clone(),
+    ) else {
+        return Err(w.harness_error(format!("{b} has received no INVITE to answer")));
+    };
+    let callee = w.user(&b)?;
+    let local = callee.local_addr();
+    let transport = callee.transport();
+    let mut response =
+        crate::sip::transaction::response_to(&invite, rsip::StatusCode::from(status), Some(&tag));
+    if status < 300 && status > 100 {
+        let user = callee.name.clone();
+        response.headers.push(rsip::Header::Contact(
+            message::cpm_contact(&user, local, transport).into(),
+        ));
+    }
+    if (200..300).contains(&status) {
+        let sdp = message::msrp_sdp(local, 9, &tag, false);
+        message::set_body(
+            &mut response.headers,
+            &mut response.body,
+            "application/sdp",
+            sdp.as_bytes(),
+        );
+        let contact = rsip::Uri::from(local);
+        let dialog = Dialog::uas(&invite, &tag, contact).map_err(|e| {
+            StepFailure::Harness(format!(
+                "{b}: cannot make a dialog from the SUT's INVITE: {e}"
+            ))
+        })?;
+        w.leg(&b)?.dialog = Some(dialog);
+    }
+    let at = w
+        .user(&b)?
+        .send_response(&key, response)
+        .await
+        .map_err(|e| StepFailure::Harness(format!("{b}'s {status} not sent: {e}")))?;
+    w.log_sip(
+        at,
+        &b,
+        true,
+        SipWhat::Response {
+            status,
+            method: rsip::Method::Invite,
+            reinvite: false,
+        },
+    );
+    if status < 200 {
+        return Ok(());
+    }
+    // The originator must get the final answer; a 2xx is acknowledged.
+    let a = w.originator.clone().unwrap_or_default();
+    let timeout = w.profile().timers.sip_answer;
+    let got = w
+        .user(&a)?
+        .next_event(|e| final_response_to(e, rsip::Method::Invite), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event: TxEvent::Response { response, .. },
+    }) = got
+    else {
+        return Err(w.inconclusive(format!(
+            "the SUT did not relay {b}'s {status} to {a} within {timeout:?}"
+        )));
+    };
+    let code = response.status_code.code();
+    w.log_sip(
+        stamp,
+        &a,
+        false,
+        SipWhat::Response {
+            status: code,
+            method: rsip::Method::Invite,
+            reinvite: false,
+        },
+    );
+    if (200..300).contains(&code) {
+        let invite = w.leg(&a)?.invite.clone();
+        let dialog = Dialog::uac(&invite, &response).map_err(|e| {
+            StepFailure::Harness(format!("{a}: the SUT's 200 OK makes no dialog: {e}"))
+        })?;
+        let caller = w.user(&a)?;
+        let ack = dialog.ack(1, caller.local_addr(), caller.transport());
+        w.leg(&a)?.dialog = Some(dialog);
+        let target = w.in_dialog_target(&a);
+        w.user(&a)?
+            .send_stateless(ack.into(), target)
+            .await
+            .map_err(|e| StepFailure::Harness(format!("{a}'s ACK not sent: {e}")))?;
+    }
+    Ok(())
+}
+
+#[when(expr = "{word} holds back his answer to the INVITE")]
+async fn hold_invite_answer(w: &mut World, b: String) -> StepResult {
+    // Nothing is sent: the INVITE's server transaction stays open.
+    w.leg(&b)?;
+    Ok(())
+}
+
+#[when(expr = "{word} rejects the INVITE with {int}")]
+async fn reject_invite(w: &mut World, b: String, status: u16) -> StepResult {
+    if !(300..700).contains(&status) {
+        return Err(w.harness_error(format!("{status} is not a rejection (3xx-6xx)")));
+    }
+    answer_invite(w, b, status).await
+}
+
+#[when(expr = "{word} cancels the INVITE")]
+async fn cancel(w: &mut World, a: String) -> StepResult {
+    let invite = w.leg(&a)?.invite.clone();
+    let cancel = message::cancel_for(&invite).map_err(|e| StepFailure::Harness(e.to_string()))?;
+    let sut = w.ctx.sut_sip;
+    let (_, at) = w
+        .user(&a)?
+        .send_request(cancel, sut)
+        .await
+        .map_err(|e| StepFailure::Harness(format!("{a}'s CANCEL not sent: {e}")))?;
+    w.log_sip(
+        at,
+        &a,
+        true,
+        SipWhat::Request {
+            method: rsip::Method::Cancel,
+            reinvite: false,
+        },
+    );
+    // The recipient's user agent answers the CANCEL and the INVITE, as RFC 3261 §9.2 says.
+    let b = w.recipient.clone().unwrap_or_default();
+    let timeout = w.profile().timers.sip_answer;
+    let got = w
+        .user(&b)?
+        .next_event(|e| is_request(e, rsip::Method::Cancel, false), timeout)
+        .await;
+    let Some(UserEvent {
+        event:
+            TxEvent::Request {
+                key: Some(key),
+                request,
+                ..
+            },
+        ..
+    }) = got
+    else {
+        return Err(w.inconclusive(format!(
+            "the SUT did not forward {a}'s CANCEL to {b} within {timeout:?}"
+        )));
+    };
+    let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
+    let _ = w.user(&b)?.send_response(&key, ok).await;
+    let leg = w.leg(&b)?;
+    let (Some(key), invite, tag) = (
+        leg.invite_key.clone(),
+        leg.invite.clone(),
+        leg.local_tag.clone(),
+    ) else {
+        return Ok(());
+    };
+    let terminated = crate::sip::transaction::response_to(
+        &invite,
+        rsip::StatusCode::RequestTerminated,
+        Some(&tag),
+    );
+    let _ = w.user(&b)?.send_response(&key, terminated).await;
+    Ok(())
+}
+
+#[when(expr = "{word} modifies the session with a re-INVITE")]
+async fn reinvite(w: &mut World, a: String) -> StepResult {
+    let target = w.in_dialog_target(&a);
+    let (local, transport) = {
+        let u = w.user(&a)?;
+        (u.local_addr(), u.transport())
+    };
+    let leg = w.leg(&a)?;
+    let tag = leg.local_tag.clone();
+    let Some(dialog) = leg.dialog.as_mut() else {
+        return Err(w.harness_error(format!("{a} has no established session to modify")));
+    };
+    let mut request = dialog.new_request(rsip::Method::Invite, local, transport);
+    let sdp = message::msrp_sdp(local, 10, &tag, true);
+    message::set_body(
+        &mut request.headers,
+        &mut request.body,
+        "application/sdp",
+        sdp.as_bytes(),
+    );
+    leg.reinvite_sent = Some(request.clone());
+    let (_, at) = w
+        .user(&a)?
+        .send_request(request, target)
+        .await
+        .map_err(|e| StepFailure::Harness(format!("{a}'s re-INVITE not sent: {e}")))?;
+    w.log_sip(
+        at,
+        &a,
+        true,
+        SipWhat::Request {
+            method: rsip::Method::Invite,
+            reinvite: true,
+        },
+    );
+    // The SUT forwards it to the other party.
+    let b = other_party(w, &a);
+    let timeout = w.profile().timers.sip_answer;
+    let got = w
+        .user(&b)?
+        .next_event(|e| is_request(e, rsip::Method::Invite, true), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event:
+            TxEvent::Request {
+                key: Some(key),
+                request,
+                ..
+            },
+    }) = got
+    else {
+        return Err(w.inconclusive(format!(
+            "the SUT did not forward {a}'s re-INVITE to {b} within {timeout:?}"
+        )));
+    };
+    w.log_sip(
+        stamp,
+        &b,
+        false,
+        SipWhat::Request {
+            method: rsip::Method::Invite,
+            reinvite: true,
+        },
+    );
+    let leg = w.leg(&b)?;
+    if let Some(d) = leg.dialog.as_mut() {
+        let _ = d.handle_request(&request);
+    }
+    leg.pending.push(PendingRequest {
+        key,
+        request,
+        stamp,
+    });
+    Ok(())
+}
+
+fn other_party(w: &World, a: &str) -> String {
+    if w.originator.as_deref() == Some(a) {
+        w.recipient.clone().unwrap_or_default()
+    } else {
+        w.originator.clone().unwrap_or_default()
+    }
+}
+
+#[when(expr = "{word} holds back his answer to the re-INVITE")]
+async fn hold_reinvite_answer(w: &mut World, b: String) -> StepResult {
+    if !w
+        .leg(&b)?
+        .pending
+        .iter()
+        .any(|p| p.request.method == rsip::Method::Invite)
+    {
+        return Err(w.harness_error(format!("{b} has no re-INVITE to hold back")));
+    }
+    Ok(())
+}
+
+#[when(expr = "{word} answers the re-INVITE with 200 OK")]
+async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
+    let leg = w.leg(&b)?;
+    let Some(i) = leg
+        .pending
+        .iter()
+        .position(|p| p.request.method == rsip::Method::Invite)
+    else {
+        return Err(w.harness_error(format!("{b} has no re-INVITE to answer")));
+    };
+    let pending = leg.pending.remove(i);
+    let tag = leg.local_tag.clone();
+    let (local, transport, name) = {
+        let u = w.user(&b)?;
+        (u.local_addr(), u.transport(), u.name.clone())
+    };
+    let mut ok = crate::sip::transaction::response_to(&pending.request, rsip::StatusCode::OK, None);
+    ok.headers.push(rsip::Header::Contact(
+        message::cpm_contact(&name, local, transport).into(),
+    ));
+    let sdp = message::msrp_sdp(local, 11, &tag, false);
+    message::set_body(
+        &mut ok.headers,
+        &mut ok.body,
+        "application/sdp",
+        sdp.as_bytes(),
+    );
+    let at = w
+        .user(&b)?
+        .send_response(&pending.key, ok)
+        .await
+        .map_err(|e| StepFailure::Harness(format!("{b}'s 200 OK not sent: {e}")))?;
+    w.log_sip(
+        at,
+        &b,
+        true,
+        SipWhat::Response {
+            status: 200,
+            method: rsip::Method::Invite,
+            reinvite: true,
+        },
+    );
+    // The re-INVITE's sender gets the answer and acknowledges it.
+    let a = other_party(w, &b);
+    let timeout = w.profile().timers.sip_answer;
+    let got = w
+        .user(&a)?
+        .next_event(|e| final_response_to(e, rsip::Method::Invite), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event: TxEvent::Response { response, .. },
+    }) = got
+    else {
+        return Err(w.inconclusive(format!(
+            "the SUT did not relay {b}'s answer to the re-INVITE to {a} within {timeout:?}"
+        )));
+    };
+    let code = response.status_code.code();
+    w.log_sip(
+        stamp,
+        &a,
+        false,
+        SipWhat::Response {
+            status: code,
+            method: rsip::Method::Invite,
+            reinvite: true,
+        },
+    );
+    if (200..300).contains(&code) {
+        let (local, transport) = {
+            let u = w.user(&a)?;
+            (u.local_addr(), u.transport())
+        };
+        let cseq = message::cseq(&response).map(|(n, _)| n).unwrap_or(1);
+        let leg = w.leg(&a)?;
+        leg.reinvite_sent = None;
+        if let Some(d) = leg.dialog.as_mut() {
+            d.handle_response(&response);
+            let ack = d.ack(cseq, local, transport);
+            let target = w.in_dialog_target(&a);
+            let _ = w.user(&a)?.send_stateless(ack.into(), target).await;
+        }
+    }
+    Ok(())
+}
+
+#[when(expr = "{word} ends the session with BYE")]
+async fn bye(w: &mut World, a: String) -> StepResult {
+    let target = w.in_dialog_target(&a);
+    let (local, transport) = {
+        let u = w.user(&a)?;
+        (u.local_addr(), u.transport())
+    };
+    let leg = w.leg(&a)?;
+    let Some(dialog) = leg.dialog.as_mut() else {
+        return Err(w.harness_error(format!("{a} has no established session to end")));
+    };
+    let request = dialog.new_request(rsip::Method::Bye, local, transport);
+    leg.ended = true;
+    let (_, at) = w
+        .user(&a)?
+        .send_request(request, target)
+        .await
+        .map_err(|e| StepFailure::Harness(format!("{a}'s BYE not sent: {e}")))?;
+    w.log_sip(
+        at,
+        &a,
+        true,
+        SipWhat::Request {
+            method: rsip::Method::Bye,
+            reinvite: false,
+        },
+    );
+    let timeout = w.profile().timers.sip_answer;
+    if let Some(UserEvent {
+        stamp,
+        event: TxEvent::Response { response, .. },
+    }) = w
+        .user(&a)?
+        .next_event(|e| final_response_to(e, rsip::Method::Bye), timeout)
+        .await
+    {
+        let status = response.status_code.code();
+        w.log_sip(
+            stamp,
+            &a,
+            false,
+            SipWhat::Response {
+                status,
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        );
+    }
+    // The other party's BYE from the SUT is answered at once.
+    let b = other_party(w, &a);
+    if let Some(UserEvent {
+        stamp,
+        event:
+            TxEvent::Request {
+                key: Some(key),
+                request,
+                ..
+            },
+    }) = w
+        .user(&b)?
+        .next_event(|e| is_request(e, rsip::Method::Bye, true), timeout)
+        .await
+    {
+        w.log_sip(
+            stamp,
+            &b,
+            false,
+            SipWhat::Request {
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        );
+        let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
+        if let Ok(at) = w.user(&b)?.send_response(&key, ok).await {
+            w.log_sip(
+                at,
+                &b,
+                true,
+                SipWhat::Response {
+                    status: 200,
+                    method: rsip::Method::Bye,
+                    reinvite: false,
+                },
+            );
+        }
+        w.leg(&b)?.ended = true;
+    } else {
+        w.warnings
+            .push(format!("the SUT did not send {b} a BYE after {a}'s BYE"));
+    }
+    Ok(())
+}
+
+#[when("the SUT ends the session on its inactivity timer")]
+async fn inactivity(w: &mut World) -> StepResult {
+    let Some(timer) = w.profile().stimuli.inactivity_timer else {
+        return Err(w.inconclusive(
+            "the SUT profile declares no inactivity timer (stimuli.inactivity_timer)",
+        ));
+    };
+    let wait = timer + w.profile().timers.sip_answer;
+    await_server_byes(w, wait, "its inactivity timer").await
+}
+
+#[when("the operator ends the session")]
+async fn operator(w: &mut World) -> StepResult {
+    let a = w.originator.clone().unwrap_or_default();
+    let call_id =
+        message::call_id(&w.leg(&a)?.invite).map_err(|e| StepFailure::Harness(e.to_string()))?;
+    let user = w.user(&a)?.uri.clone();
+    let Some(command) = w.profile().stimuli.operator_terminate.clone() else {
+        return Err(w.inconclusive(
+            "the SUT profile names no operator command (stimuli.operator_terminate)",
+        ));
+    };
+    if let Err(e) = crate::harness::stimulus::run(&command, &call_id, &user, w.ctx.sut_admin).await
+    {
+        return Err(w.inconclusive(format!("the operator command failed: {e}")));
+    }
+    let wait = w.profile().timers.sip_answer;
+    await_server_byes(w, wait, "the operator command").await
+}
+
+/// Waits for the SUT's BYE at both parties and keeps it unanswered.
+async fn await_server_byes(w: &mut World, wait: Duration, cause: &str) -> StepResult {
+    let parties = [w.originator.clone(), w.recipient.clone()];
+    for name in parties.into_iter().flatten() {
+        let got = w
+            .user(&name)?
+            .next_event(|e| is_request(e, rsip::Method::Bye, true), wait)
+            .await;
+        let Some(UserEvent {
+            stamp,
+            event:
+                TxEvent::Request {
+                    key: Some(key),
+                    request,
+                    ..
+                },
+        }) = got
+        else {
+            return Err(w.inconclusive(format!(
+                "the SUT sent {name} no BYE within {wait:?} after {cause}"
+            )));
+        };
+        w.log_sip(
+            stamp,
+            &name,
+            false,
+            SipWhat::Request {
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        );
+        w.leg(&name)?.pending.push(PendingRequest {
+            key,
+            request,
+            stamp,
+        });
+    }
+    Ok(())
+}
+
+#[when(expr = "{word} and {word} hold back their answers to the SUT's BYE")]
+async fn hold_bye_answers(w: &mut World, a: String, b: String) -> StepResult {
+    for name in [a, b] {
+        if !w
+            .leg(&name)?
+            .pending
+            .iter()
+            .any(|p| p.request.method == rsip::Method::Bye)
+        {
+            return Err(w.harness_error(format!("{name} has no BYE from the SUT to hold back")));
+        }
+    }
+    Ok(())
+}
+
+#[when(expr = "{word} and {word} answer the SUT's BYE with 200 OK")]
+async fn answer_byes(w: &mut World, a: String, b: String) -> StepResult {
+    for name in [a, b] {
+        let leg = w.leg(&name)?;
+        let Some(i) = leg
+            .pending
+            .iter()
+            .position(|p| p.request.method == rsip::Method::Bye)
+        else {
+            return Err(w.harness_error(format!("{name} has no BYE from the SUT to answer")));
+        };
+        let pending = leg.pending.remove(i);
+        leg.ended = true;
+        let at = answer_pending(w, &name, &pending.key, &pending.request, 200).await?;
+        w.log_sip(
+            at,
+            &name,
+            true,
+            SipWhat::Response {
+                status: 200,
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn answer_pending(
+    w: &mut World,
+    name: &str,
+    key: &TxKey,
+    request: &rsip::Request,
+    status: u16,
+) -> Result<crate::timeline::Stamp, StepFailure> {
+    let response =
+        crate::sip::transaction::response_to(request, rsip::StatusCode::from(status), None);
+    let at = w
+        .user(name)?
+        .send_response(key, response)
+        .await
+        .map_err(|e| StepFailure::Harness(format!("{name}'s {status} not sent: {e}")))?;
+    Ok(at)
+}
+
+#[when(regex = r"^(\w+) receives an? (\d{3}) final response$")]
+#[cucumber::then(regex = r"^(\w+) receives an? (\d{3}) final response$")]
+async fn receives_final(w: &mut World, a: String, status: u16) -> StepResult {
+    let seen = w
+        .sip_log
+        .iter()
+        .rev()
+        .find(|e| {
+            e.user == a
+                && !e.sent
+                && matches!(
+                    e.what,
+                    SipWhat::Response {
+                        method: rsip::Method::Invite,
+                        reinvite: false,
+                        ..
+                    }
+                )
+        })
+        .map(|e| e.what.clone());
+    match seen {
+        Some(SipWhat::Response { status: got, .. }) if got == status => Ok(()),
+        Some(SipWhat::Response { status: got, .. }) => Err(w.inconclusive(format!(
+            "{a} received {got} instead of {status}: the SUT did not relay the recipient's answer"
+        ))),
+        _ => {
+            let timeout = w.profile().timers.sip_answer;
+            let got = w
+                .user(&a)?
+                .next_event(|e| final_response_to(e, rsip::Method::Invite), timeout)
+                .await;
+            match got {
+                Some(UserEvent {
+                    stamp,
+                    event: TxEvent::Response { response, .. },
+                }) => {
+                    let code = response.status_code.code();
+                    w.log_sip(
+                        stamp,
+                        &a,
+                        false,
+                        SipWhat::Response {
+                            status: code,
+                            method: rsip::Method::Invite,
+                            reinvite: false,
+                        },
+                    );
+                    if code == status {
+                        Ok(())
+                    } else {
+                        Err(w.inconclusive(format!("{a} received {code} instead of {status}")))
+                    }
+                }
+                _ => {
+                    Err(w
+                        .inconclusive(format!("{a} received no final response within {timeout:?}")))
+                }
+            }
+        }
+    }
+}
+
+/// Ends whatever the scenario left open, quietly, so that no SUT session
+/// outlives its scenario. Runs after the verdict.
+pub async fn teardown(w: &mut World) {
+    let names: Vec<String> = w.legs.keys().cloned().collect();
+    for name in &names {
+        let pending: Vec<PendingRequest> = w
+            .legs
+            .get_mut(name)
+            .map(|l| std::mem::take(&mut l.pending))
+            .unwrap_or_default();
+        for p in pending {
+            let _ = answer_pending(w, name, &p.key, &p.request, 200).await;
+        }
+    }
+    let live = w.originator.clone().filter(|a| {
+        w.legs
+            .get(a)
+            .is_some_and(|l| l.dialog.is_some() && !l.ended)
+            && w.recipient
+                .as_ref()
+                .and_then(|b| w.legs.get(b))
+                .is_none_or(|l| !l.ended)
+    });
+    if let Some(a) = live {
+        let target = w.in_dialog_target(&a);
+        let Some(user) = w.users.get(&a) else { return };
+        let (local, transport) = (user.local_addr(), user.transport());
+        let Some(request) = w
+            .legs
+            .get_mut(&a)
+            .and_then(|l| l.dialog.as_mut())
+            .map(|d| d.new_request(rsip::Method::Bye, local, transport))
+        else {
+            return;
+        };
+        let Some(user) = w.users.get_mut(&a) else {
+            return;
+        };
+        if user.send_request(request, target).await.is_ok() {
+            let _ = user
+                .next_event(
+                    |e| final_response_to(e, rsip::Method::Bye),
+                    Duration::from_secs(1),
+                )
+                .await;
+        }
+        if let Some(b) = w.recipient.clone()
+            && let Some(callee) = w.users.get_mut(&b)
+            && let Some(UserEvent {
+                event:
+                    TxEvent::Request {
+                        key: Some(key),
+                        request,
+                        ..
+                    },
+                ..
+            }) = callee
+                .next_event(
+                    |e| is_request(e, rsip::Method::Bye, true),
+                    Duration::from_secs(1),
+                )
+                .await
+        {
+            let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
+            let _ = callee.send_response(&key, ok).await;
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The reference server's own configuration (`cpmcc sut --config FILE`).
+//!
+//! This is the server's side of the story; the harness learns about a SUT only
+//! from its SUT profile (`crate::profile`). When cpmcc embeds the server it
+//! derives this config from the profile.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::deviation::Deviation;
+use crate::profile::{ChargedFunction, Transport};
+
+/// Configuration of the reference CPM server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SutConfig {
+    pub sip: SipConfig,
+    /// The served domain.
+    pub domain: String,
+    /// The next hop for every user of the domain: the harness's SIP endpoint.
+    pub route_users_to: SocketAddr,
+    #[serde(default)]
+    pub charging: Option<ChargingConfig>,
+    /// Ends a session after this long without a SIP request in it.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub inactivity_timer: Option<Duration>,
+    /// The operator HTTP interface (`POST /sessions/{call-id}/terminate`).
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+    #[serde(default)]
+    pub deviations: Vec<Deviation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// The server as a Diameter client of the Charging Enabler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargingConfig {
+    /// The Charging Enabler's Diameter address.
+    pub server: SocketAddr,
+    #[serde(default = "default_origin_host")]
+    pub origin_host: String,
+    #[serde(default = "default_origin_realm")]
+    pub origin_realm: String,
+    #[serde(default = "default_destination_realm")]
+    pub destination_realm: String,
+    /// Which functions report offline charging, each its own session.
+    pub functions: Vec<ChargedFunction>,
+    #[serde(default = "default_service_context")]
+    pub service_context_id: String,
+}
+
+fn default_origin_host() -> String {
+    "cpm.sut.test".into()
+}
+fn default_origin_realm() -> String {
+    "sut.test".into()
+}
+fn default_destination_realm() -> String {
+    "cpmcc.test".into()
+}
+fn default_service_context() -> String {
+    "32260@3gpp.org".into()
+}
+
+fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| {
+        humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!("`{t}` is not a duration like 1500ms ({e})"))
+        })
+    })
+    .transpose()
+}
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read reference server config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reference server config {path}: at `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl SutConfig {
+    /// Reads a config file, refusing unknown keys with their path.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let de = serde_yaml::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })
+    }
+
+    /// Whether a deviation is switched on.
+    pub fn has(&self, deviation: Deviation) -> bool {
+        self.deviations.contains(&deviation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_standalone_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sut/reference-server.yaml");
+        let c = SutConfig::load(&path).unwrap();
+        assert_eq!(c.charging.unwrap().functions.len(), 2);
+    }
+
+    #[test]
+    fn an_unknown_deviation_is_refused_with_its_path() {
+        let dir = std::env::temp_dir().join(format!("cpmcc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(
+            &path,
+            "sip: { listen: 127.0.0.1:0 }\ndomain: d\nroute_users_to: 127.0.0.1:1\ndeviations: [start_late]\n",
+        )
+        .unwrap();
+        let err = SutConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("deviations[0]"), "{err}");
+        assert!(err.contains("start_late"), "{err}");
+    }
+}

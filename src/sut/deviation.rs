@@ -1,0 +1,109 @@
+//! Named deviations of the reference server.
+//!
+//! Each breaks exactly one rule of `spec/flows.md`, so that the test suite can
+//! prove it catches that rule being broken (`tests/deviations.rs`). They are
+//! switched on by name in the server's config, never in code.
+
+use serde::Deserialize;
+
+/// One deliberate way of getting the charging wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deviation {
+    /// StartRequest when the INVITE is forwarded, before the recipient's 200 OK.
+    StartBeforeAnswer,
+    /// StartRequest (and StopRequest) although the INVITE failed.
+    StartOnFailedInvite,
+    /// A second StartRequest right after the first.
+    DuplicateStart,
+    /// No InterimRequest on a re-INVITE.
+    NoInterimOnReinvite,
+    /// InterimRequest on receipt of the re-INVITE, before the recipient's 200 OK.
+    InterimBeforeReinviteAnswer,
+    /// No StopRequest on the client's BYE.
+    NoStopOnBye,
+    /// StopRequest when the server sends its BYE, before the client's 200 OK.
+    StopBeforeByeOk,
+    /// Accounting-Record-Number rises by two instead of one.
+    RecordNumberSkips,
+    /// The StopRequest carries a new Session-Id.
+    NewSessionIdOnStop,
+    /// An InterimRequest after the StopRequest.
+    InterimAfterStop,
+}
+
+impl Deviation {
+    /// Every deviation, for listings and the deviation matrix.
+    pub const ALL: [Deviation; 10] = [
+        Self::StartBeforeAnswer,
+        Self::StartOnFailedInvite,
+        Self::DuplicateStart,
+        Self::NoInterimOnReinvite,
+        Self::InterimBeforeReinviteAnswer,
+        Self::NoStopOnBye,
+        Self::StopBeforeByeOk,
+        Self::RecordNumberSkips,
+        Self::NewSessionIdOnStop,
+        Self::InterimAfterStop,
+    ];
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::StartBeforeAnswer => "start_before_answer",
+            Self::StartOnFailedInvite => "start_on_failed_invite",
+            Self::DuplicateStart => "duplicate_start",
+            Self::NoInterimOnReinvite => "no_interim_on_reinvite",
+            Self::InterimBeforeReinviteAnswer => "interim_before_reinvite_answer",
+            Self::NoStopOnBye => "no_stop_on_bye",
+            Self::StopBeforeByeOk => "stop_before_bye_ok",
+            Self::RecordNumberSkips => "record_number_skips",
+            Self::NewSessionIdOnStop => "new_session_id_on_stop",
+            Self::InterimAfterStop => "interim_after_stop",
+        }
+    }
+
+    /// The rule it breaks, with its clause.
+    pub fn breaks(self) -> &'static str {
+        match self {
+            Self::StartBeforeAnswer => "6.2.3.1: Start only after the recipient's 200 OK",
+            Self::StartOnFailedInvite => "6.2.3.1: no Start if the INVITE fails",
+            Self::DuplicateStart => "all flows: exactly one Start per charging session",
+            Self::NoInterimOnReinvite => "6.2.3.4: a re-INVITE triggers an InterimRequest",
+            Self::InterimBeforeReinviteAnswer => {
+                "6.2.3.4 (strict): Interim after the recipients' 200 OK"
+            }
+            Self::NoStopOnBye => "6.2.3.7: the client's BYE triggers a StopRequest",
+            Self::StopBeforeByeOk => "6.2.3.7: Stop only after the client's 200 OK to the BYE",
+            Self::RecordNumberSkips => "all flows: record numbers start at 0 and rise by one",
+            Self::NewSessionIdOnStop => "all flows: one Session-Id from Start to Stop",
+            Self::InterimAfterStop => "all flows: Stop last, no Interim after Stop",
+        }
+    }
+
+    /// Looks a deviation up by its name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+impl std::fmt::Display for Deviation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_match_serde() {
+        for d in Deviation::ALL {
+            assert_eq!(Deviation::from_name(d.name()), Some(d));
+            let parsed: Deviation = serde_yaml::from_str(d.name()).unwrap();
+            assert_eq!(parsed, d);
+        }
+        assert_eq!(Deviation::from_name("nonsense"), None);
+    }
+}
