@@ -27,7 +27,7 @@ pub(crate) async fn serve(
                 let mut buf = vec![0u8; 4096];
                 let mut used = 0;
                 // Read the request head (bodies are not used), bounded in size and time.
-                let head = tokio::time::timeout(Duration::from_secs(2), async {
+                let head = tokio::time::timeout(Duration::from_secs(10), async {
                     loop {
                         let n = stream.read(&mut buf[used..]).await.ok()?;
                         if n == 0 {
