@@ -63,12 +63,17 @@ fn main() {
         }
         start.elapsed()
     });
-    println!("ACR encode+decode (codec):          {codec:>12.0} /s   (target >= 500000 /s on one core)");
+    println!(
+        "ACR encode+decode (codec):          {codec:>12.0} /s   (target >= 500000 /s on one core)"
+    );
     let mapped = rate(200_000, bench_acr_roundtrip);
     println!("ACR build+encode+decode+CH-1 map:    {mapped:>12.0} /s");
 
     let invite = INVITE.as_bytes();
-    assert!(parse_message(invite).is_ok(), "the benchmark INVITE must parse");
+    assert!(
+        parse_message(invite).is_ok(),
+        "the benchmark INVITE must parse"
+    );
     let parse = rate(200_000, |n| {
         let start = Instant::now();
         for _ in 0..n {
@@ -76,7 +81,9 @@ fn main() {
         }
         start.elapsed()
     });
-    println!("CPM INVITE parse:                    {parse:>12.0} /s   (target >= 100000 /s on one core)");
+    println!(
+        "CPM INVITE parse:                    {parse:>12.0} /s   (target >= 100000 /s on one core)"
+    );
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -162,7 +162,26 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     let config = SutConfig::load(config)?;
-    let running = sut::start(config).await?;
+    // Like a real server, keep trying until the Charging Enabler listens.
+    let mut said = false;
+    let running = loop {
+        match sut::start(config.clone()).await {
+            Ok(running) => break running,
+            Err(sut::SutError::Charging { address, reason }) => {
+                if !said {
+                    eprintln!(
+                        "reference CPM server: waiting for the Charging Enabler at {address} ({reason})"
+                    );
+                    said = true;
+                }
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     println!(
         "reference CPM server: SIP on {}, admin on {}; Ctrl-C stops it",
         running.sip,

@@ -100,12 +100,23 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         })?),
         None => None,
     };
-    if !options.features.is_dir() {
+    let features = options
+        .features
+        .canonicalize()
+        .map_err(|e| RunError::Features {
+            path: options.features.clone(),
+            reason: e.to_string(),
+        })?;
+    if !features.is_dir() {
         return Err(RunError::Features {
             path: options.features.clone(),
             reason: "not a directory".into(),
         });
     }
+    let options = RunOptions {
+        features,
+        ..options
+    };
 
     // The Charging Enabler first: the SUT connects to it as it starts.
     let diameter = free(profile.harness.diameter.listen, options.free_ports);
@@ -187,6 +198,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         },
         sut_admin,
         results: Mutex::new(Vec::new()),
+        user_names: Mutex::new(Default::default()),
     });
     world::install(context.clone());
 
@@ -209,13 +221,45 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         .offline()
         .map(|o| format!("{:?}", o.ordering).to_lowercase())
         .unwrap_or_else(|| "n/a".into());
+    let mut strays = agent.strays();
+    strays.extend(unclaimed_charging(&context));
     Ok(Summary {
         sut: profile.name.clone(),
         ordering,
         results,
-        strays: agent.strays(),
+        strays,
         wall_time: started.elapsed(),
     })
+}
+
+/// Charging requests whose served user is no test user of this run: a SUT
+/// charging someone else, or a request the harness could not attribute.
+fn unclaimed_charging(context: &Context) -> Vec<String> {
+    let names = context
+        .user_names
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    context
+        .enabler
+        .records()
+        .iter()
+        .filter(|r| {
+            let user = r
+                .ch1
+                .as_ref()
+                .ok()
+                .and_then(|c| c.served_user.as_deref())
+                .and_then(crate::sip::message::uri_user);
+            !user.is_some_and(|u| names.contains(u))
+        })
+        .map(|r| {
+            format!(
+                "charging request for no test user from {}: {}",
+                r.peer,
+                r.message.describe()
+            )
+        })
+        .collect()
 }
 
 async fn run_features(

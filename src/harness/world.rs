@@ -28,6 +28,9 @@ pub struct Context {
     /// The embedded server's admin address, for `{sut_admin}` in stimuli.
     pub sut_admin: Option<SocketAddr>,
     pub results: Mutex<Vec<ScenarioResult>>,
+    /// Every test user name of the run, to find charging requests that
+    /// belong to no scenario.
+    pub user_names: Mutex<std::collections::HashSet<String>>,
 }
 
 static CONTEXT: RwLock<Option<Arc<Context>>> = RwLock::new(None);
@@ -175,6 +178,11 @@ impl World {
     /// Registers a test user for role `name`.
     pub fn add_user(&mut self, name: &str) {
         let unique = format!("{name}.{}", self.suffix);
+        self.ctx
+            .user_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(unique.clone());
         let user = self.ctx.agent.user(&unique);
         self.users.insert(name.to_owned(), user);
     }

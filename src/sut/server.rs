@@ -72,6 +72,21 @@ pub(crate) enum Command {
 /// Starts the reference server: binds SIP, connects to the Charging Enabler
 /// (CER first), starts the admin interface.
 pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
+    // The Charging Enabler first: a server that cannot charge must not take calls.
+    let charging = match &config.charging {
+        Some(c) => {
+            let identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
+            let client = ChargingClient::connect(c.server, identity, c.destination_realm.clone())
+                .await
+                .map_err(|e| SutError::Charging {
+                    address: c.server,
+                    reason: e.to_string(),
+                })?;
+            Some(client)
+        }
+        None => None,
+    };
+
     let transport = kind(config.sip.transport);
     let endpoint_config = EndpointConfig {
         udp: (transport == TransportKind::Udp).then_some(config.sip.listen),
@@ -90,20 +105,6 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
             address: config.sip.listen,
             reason: "no local address after bind".into(),
         })?;
-
-    let charging = match &config.charging {
-        Some(c) => {
-            let identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
-            let client = ChargingClient::connect(c.server, identity, c.destination_realm.clone())
-                .await
-                .map_err(|e| SutError::Charging {
-                    address: c.server,
-                    reason: e.to_string(),
-                })?;
-            Some(client)
-        }
-        None => None,
-    };
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let admin = match config.admin {

@@ -1,0 +1,123 @@
+//! The reference server as a separate process (`cpmcc sut --config`), described
+//! to the harness only by a SUT profile without `sut.embedded`: the path a
+//! vendor's server takes. Proves that nothing in a run depends on the SUT
+//! being embedded.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+
+/// Kills the server on every exit path.
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_suite_passes_the_reference_server_run_as_an_external_process() {
+    let dir = std::env::temp_dir().join(format!("cpmcc-external-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sut_sip, harness_sip, diameter, admin) = (free_udp(), free_udp(), free_tcp(), free_tcp());
+    let config = dir.join("server.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sip: {{ listen: 127.0.0.1:{sut_sip}, transport: udp }}\n\
+             domain: test.invalid\n\
+             route_users_to: 127.0.0.1:{harness_sip}\n\
+             charging:\n  server: 127.0.0.1:{diameter}\n  functions: [originating_pf, terminating_pf]\n\
+             inactivity_timer: 1500ms\n\
+             admin: 127.0.0.1:{admin}\n"
+        ),
+    )
+    .unwrap();
+    let profile = dir.join("profile.yaml");
+    std::fs::write(
+        &profile,
+        format!(
+            "name: reference server, external\n\
+             sut: {{ sip: {{ address: 127.0.0.1:{sut_sip} }}, domain: test.invalid }}\n\
+             harness: {{ sip: {{ listen: 127.0.0.1:{harness_sip} }}, diameter: {{ listen: 127.0.0.1:{diameter} }} }}\n\
+             charging: {{ offline: {{ functions: [originating_pf, terminating_pf] }} }}\n\
+             stimuli:\n  inactivity_timer: 1500ms\n  operator_terminate:\n    http: {{ url: \"http://127.0.0.1:{admin}/sessions/{{call_id}}/terminate\" }}\n"
+        ),
+    )
+    .unwrap();
+    // The server waits for the Charging Enabler, as a real one retries its peer.
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_cpmcc"))
+            .arg("sut")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_cpmcc"))
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--json")
+        .arg(dir.join("summary.json"))
+        .arg("--cucumber-log")
+        .arg(dir.join("cucumber.log"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("13 pass"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_profile_with_an_unknown_key_stops_the_run_naming_file_and_key() {
+    let dir = std::env::temp_dir().join(format!("cpmcc-badprofile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join("bad.yaml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/sut/reference.yaml"
+    ))
+    .unwrap()
+    .replace(
+        "  domain: test.invalid",
+        "  domain: test.invalid\n  domian: typo.invalid",
+    );
+    std::fs::write(&profile, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cpmcc"))
+        .arg("--profile")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("sut.domian"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
