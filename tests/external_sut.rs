@@ -31,9 +31,10 @@ fn free_tcp() -> u16 {
         .port()
 }
 
-#[test]
-fn the_suite_passes_the_reference_server_run_as_an_external_process() {
-    let dir = std::env::temp_dir().join(format!("cpmcc-external-{}", std::process::id()));
+/// Runs the suite against `cpmcc sut` in its own process; `offline` is the
+/// profile's `charging.offline` mapping. Returns the exit code and stdout.
+fn run_external(name: &str, offline: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("cpmcc-external-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (sut_sip, harness_sip, diameter, admin) = (free_udp(), free_udp(), free_tcp(), free_tcp());
     let config = dir.join("server.yaml");
@@ -56,7 +57,7 @@ fn the_suite_passes_the_reference_server_run_as_an_external_process() {
             "name: reference server, external\n\
              sut: {{ sip: {{ address: 127.0.0.1:{sut_sip} }}, domain: test.invalid }}\n\
              harness: {{ sip: {{ listen: 127.0.0.1:{harness_sip} }}, diameter: {{ listen: 127.0.0.1:{diameter} }} }}\n\
-             charging: {{ offline: {{ functions: [originating_pf, terminating_pf] }} }}\n\
+             charging: {{ offline: {offline} }}\n\
              stimuli:\n  inactivity_timer: 1500ms\n  operator_terminate:\n    http: {{ url: \"http://127.0.0.1:{admin}/sessions/{{call_id}}/terminate\" }}\n"
         ),
     )
@@ -82,15 +83,29 @@ fn the_suite_passes_the_reference_server_run_as_an_external_process() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("13 pass"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), format!("{stdout}\n{stderr}"))
+}
+
+#[test]
+fn the_suite_passes_the_reference_server_run_as_an_external_process() {
+    let (code, out) = run_external("pass", "{ functions: [originating_pf, terminating_pf] }");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("13 pass"), "{out}");
+}
+
+#[test]
+fn a_service_context_id_pinned_by_the_profile_is_asserted() {
+    // The server sends 32260@3gpp.org; the profile pins another value.
+    let (code, out) = run_external(
+        "pinned",
+        "{ functions: [originating_pf, terminating_pf], service_context_id: cpm@oma.test }",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Service-Context-Id pinned"), "{out}");
+    assert!(out.contains("observed: 32260@3gpp.org"), "{out}");
 }
 
 #[test]

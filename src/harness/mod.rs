@@ -427,7 +427,8 @@ async fn after_scenario(
             result.detail = Some(format!("before hook failed: {info:?}"));
         }
     }
-    let violations = every_flow_rules(w);
+    let mut violations = every_flow_rules(w);
+    violations.extend(pinned_values(w));
     if !violations.is_empty() {
         let text = violations.join("\n");
         if result.verdict == Verdict::Pass {
@@ -439,6 +440,14 @@ async fn after_scenario(
         }
     }
     result.warnings = std::mem::take(&mut w.warnings);
+    // What the SUT sent that is odd but legal: shown, never failed on.
+    for record in w.scenario_records() {
+        for warning in &record.warnings {
+            result
+                .warnings
+                .push(format!("{}: {warning}", world::record_line(&record)));
+        }
+    }
     result.duration = w.started.elapsed();
     if result.verdict == Verdict::Fail {
         result.known_deviation = ctx
@@ -456,6 +465,30 @@ fn push(ctx: &Context, result: ScenarioResult) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(result);
+}
+
+/// Values the SUT profile pins (and only those): a SUT is free in what the
+/// sources leave open, unless its profile says otherwise.
+fn pinned_values(w: &World) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(pinned) = w
+        .profile()
+        .offline()
+        .and_then(|o| o.service_context_id.clone())
+    else {
+        return out;
+    };
+    for record in w.scenario_records() {
+        let Ok(c) = &record.ch1 else { continue };
+        if c.service_context_id.as_deref() != Some(pinned.as_str()) {
+            out.push(format!(
+                "[profile] Service-Context-Id pinned by charging.offline.service_context_id\n  expected: {pinned}\n  observed: {} in {}",
+                c.service_context_id.as_deref().unwrap_or("(absent)"),
+                world::record_line(&record)
+            ));
+        }
+    }
+    out
 }
 
 /// The rules of `spec/flows.md` that hold for every offline flow, on every

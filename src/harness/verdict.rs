@@ -167,6 +167,16 @@ impl Summary {
                 n(Verdict::Error),
             ));
         }
+        for r in self
+            .results
+            .iter()
+            .filter(|r| r.verdict == Verdict::Pass && r.known_deviation.is_some())
+        {
+            out.push_str(&format!(
+                "\nnote: {} passes but the profile lists it as a known deviation: remove it from known_deviations\n",
+                r.test_purpose
+            ));
+        }
         for r in self.results.iter().filter(|r| r.verdict != Verdict::Pass) {
             out.push_str(&format!(
                 "\n{} {} [{}] {}\n",
