@@ -393,6 +393,9 @@ impl Server {
             self.reply(&key, &invite_a, 400, None).await;
             return;
         };
+        // RFC 3261 §17.2.1: the recipient may take longer than 200 ms to
+        // answer; 100 Trying stops the originator's retransmissions.
+        self.reply(&key, &invite_a, 100, None).await;
         let id = self.next_id;
         self.next_id += 1;
         let tag_a = new_tag();
@@ -716,11 +719,16 @@ impl Server {
         let Some(s) = self.sessions.get(&id) else {
             return;
         };
-        let response = response_to(
+        let mut response = response_to(
             &s.invite_a,
             rsip::StatusCode::from(code),
             Some(&s.a.local_tag),
         );
+        // A tagged provisional makes an early dialog, which needs a Contact
+        // (RFC 3261 §12.1.1).
+        response
+            .headers
+            .push(rsip::Header::Contact(self.contact().into()));
         let _ = self.endpoint.send_response(&s.invite_a_key, response).await;
     }
 
