@@ -54,7 +54,7 @@ pub struct EmbeddedSut {
     pub admin: SocketAddr,
     /// Named deviations to switch on (see `cpmcc deviations`).
     #[serde(default)]
-    pub deviations: Vec<String>,
+    pub deviations: Vec<crate::sut::Deviation>,
 }
 
 /// A SIP address and the transport to reach it.
@@ -98,10 +98,22 @@ fn default_origin_realm() -> String {
     "cpmcc.test".to_owned()
 }
 
+/// A harness listener, and the address the SUT reaches it at when the
+/// listener is a wildcard (`0.0.0.0`) or behind NAT.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     pub listen: SocketAddr,
+    /// Written into Via, Contact and SDP (SIP) or Host-IP-Address (Diameter).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+}
+
+impl Listen {
+    /// The address the SUT is told: `advertise`, else `listen`.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
 }
 
 /// Which charging the SUT does.
@@ -298,6 +310,23 @@ impl SutProfile {
         if self.sut.domain.trim().is_empty() {
             return Err(invalid("sut.domain", "must not be empty"));
         }
+        for (key, l) in [
+            ("harness.sip", &self.harness.sip),
+            ("harness.diameter", &self.harness.diameter),
+        ] {
+            if l.listen.ip().is_unspecified()
+                && l.advertise.is_none()
+                && self.sut.embedded.is_none()
+            {
+                return Err(invalid(
+                    &format!("{key}.advertise"),
+                    &format!(
+                        "{key}.listen is the wildcard {}: give the address the SUT reaches the harness at",
+                        l.listen
+                    ),
+                ));
+            }
+        }
         if let Some(offline) = &self.charging.offline
             && offline.functions.is_empty()
         {
@@ -413,6 +442,36 @@ charging:
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sut/reference.yaml");
         let p = SutProfile::load(&path).unwrap();
         assert!(p.sut.embedded.is_some());
+    }
+
+    #[test]
+    fn the_example_vendor_profile_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sut/example-vendor.yaml");
+        let p = SutProfile::load(&path).unwrap();
+        assert!(p.sut.embedded.is_none());
+        assert_eq!(p.harness.sip.advertised().port(), 5070);
+        assert!(p.stimuli.operator_terminate.unwrap().argv.is_some());
+    }
+
+    #[test]
+    fn a_wildcard_listener_needs_an_advertised_address() {
+        let text = MINIMAL.replace(
+            "sip: { listen: 127.0.0.1:5070 }",
+            "sip: { listen: 0.0.0.0:5070 }",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("harness.sip.advertise"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_embedded_deviation_is_refused_with_its_path() {
+        let text = MINIMAL.replace(
+            "  domain: test.invalid",
+            "  domain: test.invalid\n  embedded: { admin: 127.0.0.1:0, deviations: [start_late] }",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("sut.embedded.deviations[0]"), "{err}");
+        assert!(err.contains("start_late"), "{err}");
     }
 
     #[test]

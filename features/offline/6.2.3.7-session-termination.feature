@@ -29,7 +29,9 @@ Feature: 6.2.3.7 Offline charging for CPM session termination
     When the SUT ends the session on its inactivity timer
     And alice and bob hold back their answers to the SUT's BYE
     Then no CH-1 request arrives while alice and bob hold back their answers
-    When alice and bob answer the SUT's BYE with 200 OK
+    When alice answers the SUT's BYE with 200 OK
+    Then no CH-1 request arrives for the function serving bob while he holds back his answer
+    When bob answers the SUT's BYE with 200 OK
     Then a CH-1 StopRequest arrives for every charged function
     And every StopRequest arrives after its served user's 200 OK to the SUT's BYE
 
@@ -38,6 +40,8 @@ Feature: 6.2.3.7 Offline charging for CPM session termination
     When the operator ends the session
     And alice and bob hold back their answers to the SUT's BYE
     Then no CH-1 request arrives while alice and bob hold back their answers
-    When alice and bob answer the SUT's BYE with 200 OK
+    When alice answers the SUT's BYE with 200 OK
+    Then no CH-1 request arrives for the function serving bob while he holds back his answer
+    When bob answers the SUT's BYE with 200 OK
     Then a CH-1 StopRequest arrives for every charged function
     And every StopRequest arrives after its served user's 200 OK to the SUT's BYE

@@ -19,25 +19,27 @@ pub struct ObservedRequest {
 }
 
 impl ObservedRequest {
-    /// `StartRequest #0 [sid]`: one line of a sequence.
+    /// `StartRequest #0 Session-Id=…`: one line of a sequence.
     pub fn line(&self) -> String {
         format!(
             "{} #{} Session-Id={}",
-            kind_name(self.kind),
+            self.kind.ch1_name(),
             self.record_number,
             self.session_id
         )
     }
 }
 
-/// The CH-1 name of a record type.
-pub fn kind_name(kind: RecordType) -> &'static str {
-    match kind {
-        RecordType::Start => "StartRequest",
-        RecordType::Interim => "InterimRequest",
-        RecordType::Stop => "StopRequest",
-        RecordType::Event => "EventRequest",
-    }
+/// A CH-1 request type named in a step (`StartRequest`, …).
+pub fn record_type_named(text: &str) -> Option<RecordType> {
+    [
+        RecordType::Start,
+        RecordType::Interim,
+        RecordType::Stop,
+        RecordType::Event,
+    ]
+    .into_iter()
+    .find(|k| k.ch1_name() == text)
 }
 
 /// A broken rule, with the sequence that shows it.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use cucumber::gherkin::tagexpr::TagOperation;
 use cucumber::tag::Ext as _;
+use cucumber::writer::Stats as _;
 use cucumber::{World as _, WriterExt as _, event, gherkin};
 use futures::FutureExt as _;
 
@@ -61,6 +62,8 @@ pub enum RunError {
     Sut(#[from] sut::SutError),
     #[error("features folder {path} cannot be read: {reason}")]
     Features { path: PathBuf, reason: String },
+    #[error("no scenario selected (tag expression: {tags})")]
+    NothingSelected { tags: String },
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 }
@@ -125,7 +128,12 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         identity: LocalIdentity::charging_server(
             &profile.harness.origin_host,
             &profile.harness.origin_realm,
-            reachable(diameter).ip(),
+            profile
+                .harness
+                .diameter
+                .advertise
+                .unwrap_or(reachable(diameter))
+                .ip(),
         ),
         watchdog_interval: Duration::from_secs(30),
     })
@@ -137,7 +145,13 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
 
     let transport = kind(profile.sut.sip.transport);
     let sip = free(profile.harness.sip.listen, options.free_ports);
-    let agent = Agent::bind(sip, transport, &profile.sut.domain)
+    // Free ports make the profile's advertised addresses meaningless.
+    let advertise = profile
+        .harness
+        .sip
+        .advertise
+        .filter(|_| !options.free_ports);
+    let agent = Agent::bind(sip, advertise, transport, &profile.sut.domain)
         .await
         .map_err(|e| RunError::Agent {
             address: sip,
@@ -147,16 +161,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let mut running = None;
     let (sut_sip, sut_admin) = match &profile.sut.embedded {
         Some(embedded) => {
-            let mut deviations = embedded
-                .deviations
-                .iter()
-                .map(|name| {
-                    Deviation::from_name(name).ok_or_else(|| RunError::Features {
-                        path: PathBuf::from("sut.embedded.deviations"),
-                        reason: format!("unknown deviation `{name}`"),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut deviations = embedded.deviations.clone();
             deviations.extend(options.deviations.iter().copied());
             let config = SutConfig {
                 sip: sut::config::SipConfig {
@@ -284,7 +289,11 @@ async fn run_features(
     let features_root = options.features.clone();
     let after_ctx = context.clone();
     let after_root = options.features.clone();
-    World::cucumber()
+    let log_name = log_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the cucumber log (pass --cucumber-log)".into());
+    let writer = World::cucumber()
         .with_writer(
             cucumber::writer::Basic::new(
                 log,
@@ -299,8 +308,11 @@ async fn run_features(
         .after(move |feature, _rule, scenario, finished, world| {
             let ctx = after_ctx.clone();
             let root = after_root.clone();
-            async move { after_scenario(&ctx, &root, feature, scenario, finished, world).await }
-                .boxed_local()
+            let log_name = log_name.clone();
+            async move {
+                after_scenario(&ctx, &root, &log_name, feature, scenario, finished, world).await
+            }
+            .boxed_local()
         })
         .filter_run(&options.features, move |feature, _rule, scenario| {
             let all_tags: Vec<&String> = feature.tags.iter().chain(scenario.tags.iter()).collect();
@@ -333,6 +345,30 @@ async fn run_features(
             }
         })
         .await;
+    // A feature file that does not parse must stop the run, never shrink it.
+    if writer.parsing_errors() > 0 {
+        return Err(RunError::Features {
+            path: options.features.clone(),
+            reason: format!(
+                "{} feature file(s) do not parse; see {}",
+                writer.parsing_errors(),
+                log_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "the cucumber log".into())
+            ),
+        });
+    }
+    if context
+        .results
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_empty()
+    {
+        return Err(RunError::NothingSelected {
+            tags: options.tags.clone().unwrap_or_else(|| "(none)".into()),
+        });
+    }
     Ok(())
 }
 
@@ -381,6 +417,7 @@ fn feature_name(feature: &gherkin::Feature, root: &Path) -> String {
 async fn after_scenario(
     ctx: &Context,
     root: &Path,
+    log_name: &str,
     feature: &gherkin::Feature,
     scenario: &gherkin::Scenario,
     finished: &event::ScenarioFinished,
@@ -404,7 +441,6 @@ async fn after_scenario(
         push(ctx, result);
         return;
     };
-    tokio::time::sleep(ctx.profile.timers.settle).await;
     match finished {
         event::ScenarioFinished::StepPassed => {}
         event::ScenarioFinished::StepFailed(_, _, error) => match &w.outcome {
@@ -419,24 +455,37 @@ async fn after_scenario(
         },
         event::ScenarioFinished::StepSkipped => {
             result.verdict = Verdict::Error;
-            result.detail =
-                Some("a step matches no step definition (see reports/cucumber.log)".into());
+            result.detail = Some(format!(
+                "a step matches no step definition (see {log_name})"
+            ));
         }
         event::ScenarioFinished::BeforeHookFailed(info) => {
             result.verdict = Verdict::Error;
             result.detail = Some(format!("before hook failed: {info:?}"));
         }
     }
+    // End what the scenario left open first, so that the rules below see
+    // each charging session whole, Stop included; then let late requests in.
+    steps::sip::teardown(w).await;
+    tokio::time::sleep(ctx.profile.timers.settle).await;
     let mut violations = every_flow_rules(w);
     violations.extend(pinned_values(w));
     if !violations.is_empty() {
         let text = violations.join("\n");
-        if result.verdict == Verdict::Pass {
-            result.verdict = Verdict::Fail;
-            result.detail = Some(text);
-        } else {
-            let d = result.detail.take().unwrap_or_default();
-            result.detail = Some(format!("{d}\nalso:\n{text}"));
+        match result.verdict {
+            // A broken rule is a failure whatever else went wrong.
+            Verdict::Pass | Verdict::Inconclusive => {
+                let before = result.detail.take();
+                result.verdict = Verdict::Fail;
+                result.detail = Some(match before {
+                    Some(d) => format!("{text}\nalso: {d}"),
+                    None => text,
+                });
+            }
+            _ => {
+                let d = result.detail.take().unwrap_or_default();
+                result.detail = Some(format!("{d}\nalso:\n{text}"));
+            }
         }
     }
     result.warnings = std::mem::take(&mut w.warnings);
@@ -449,13 +498,11 @@ async fn after_scenario(
         }
     }
     result.duration = w.started.elapsed();
-    if result.verdict == Verdict::Fail {
-        result.known_deviation = ctx
-            .profile
-            .known_deviation(&result.test_purpose)
-            .map(str::to_owned);
-    }
-    steps::sip::teardown(w).await;
+    // Kept on a pass too, so the summary can say the mark is stale.
+    result.known_deviation = ctx
+        .profile
+        .known_deviation(&result.test_purpose)
+        .map(str::to_owned);
     w.users.clear();
     push(ctx, result);
 }

@@ -73,7 +73,10 @@ pub async fn run(
         };
         let status = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio::process::Command::new(program).args(args).status(),
+            tokio::process::Command::new(program)
+                .args(args)
+                .kill_on_drop(true)
+                .status(),
         )
         .await
         .map_err(|_| StimulusError::Command {

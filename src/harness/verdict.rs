@@ -138,9 +138,11 @@ impl Summary {
             .count()
     }
 
-    /// Whether the run passes as a CI gate.
+    /// Whether the run passes as a CI gate. A message that belonged to no
+    /// scenario fails it too: the harness could not judge it, and a SUT that
+    /// sends it is doing something no scenario asked for.
     pub fn passed(&self) -> bool {
-        !self.results.is_empty() && self.gate_failures() == 0
+        !self.results.is_empty() && self.gate_failures() == 0 && self.strays.is_empty()
     }
 
     /// One line per clause and a total; failures in full below.
@@ -256,5 +258,13 @@ mod tests {
         };
         assert!(s.passed());
         assert!(!Summary::default().passed(), "a run of nothing is no pass");
+        let with_stray = Summary {
+            strays: vec!["request for no test user".into()],
+            ..s
+        };
+        assert!(
+            !with_stray.passed(),
+            "a message no scenario claimed fails the gate"
+        );
     }
 }

@@ -239,11 +239,19 @@ impl World {
             .unwrap_or(sut)
     }
 
-    /// The charged functions the profile declares for offline charging.
+    /// The charged functions of a 1-1 session the profile declares for
+    /// offline charging: the Participating Functions (a 1-1 session has no
+    /// Controlling Function).
     pub fn offline_functions(&self) -> Vec<ChargedFunction> {
         self.profile()
             .offline()
-            .map(|o| o.functions.clone())
+            .map(|o| {
+                o.functions
+                    .iter()
+                    .copied()
+                    .filter(|f| *f != ChargedFunction::ControllingFunction)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -256,8 +264,9 @@ impl World {
         }
     }
 
-    /// Whether a record belongs to `function`'s charging session in this scenario.
-    pub fn record_is_for(&self, record: &ChargingRecord, function: ChargedFunction) -> bool {
+    /// Whether a record names `function`'s served user of this scenario (and,
+    /// when it reports a role, that function's role).
+    fn names_served_user(&self, record: &ChargingRecord, function: ChargedFunction) -> bool {
         let Some(role) = self.served_user(function) else {
             return false;
         };
@@ -277,14 +286,25 @@ impl World {
         }
     }
 
-    /// This scenario's records for a function, in arrival order.
+    /// This scenario's records for a function, in arrival order: those that
+    /// name its served user, and any later request of a Session-Id one of
+    /// them opened (a SUT may name the served user in the Start only).
     pub fn records_for(&self, function: ChargedFunction) -> Vec<ChargingRecord> {
-        let mut v: Vec<ChargingRecord> = self
-            .ctx
-            .enabler
-            .records()
-            .into_iter()
-            .filter(|r| self.record_is_for(r, function))
+        let all = self.ctx.enabler.records();
+        let sessions: std::collections::HashSet<&str> = all
+            .iter()
+            .filter(|r| self.names_served_user(r, function))
+            .filter_map(|r| r.ch1.as_ref().ok().map(|c| c.session_id.as_str()))
+            .collect();
+        let mut v: Vec<ChargingRecord> = all
+            .iter()
+            .filter(|r| {
+                self.names_served_user(r, function)
+                    || r.ch1
+                        .as_ref()
+                        .is_ok_and(|c| sessions.contains(c.session_id.as_str()))
+            })
+            .cloned()
             .collect();
         v.sort_by_key(|r| r.stamp);
         v
@@ -311,7 +331,9 @@ impl World {
         v
     }
 
-    /// Waits for `function`'s first record of `kind` after `after`.
+    /// Waits for `function`'s first record of `kind` after `after`, sleeping
+    /// on the Enabler's notifications (never spinning: every scenario of the
+    /// run shares this task).
     pub async fn wait_record(
         &self,
         function: ChargedFunction,
@@ -319,26 +341,31 @@ impl World {
         after: Stamp,
         timeout: Duration,
     ) -> Option<ChargingRecord> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self
-                .records_for(function)
-                .into_iter()
-                .find(|r| r.stamp > after && r.ch1.as_ref().is_ok_and(|c| c.kind == kind))
-            {
-                return Some(r);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            // Wake on the next record of any scenario, then look again.
-            let _ = self
-                .ctx
-                .enabler
-                .wait_for(|_| true, left.min(Duration::from_millis(50)))
-                .await;
+        let wanted =
+            |r: &ChargingRecord| r.stamp > after && r.ch1.as_ref().is_ok_and(|c| c.kind == kind);
+        if let Some(r) = self.records_for(function).into_iter().find(|r| wanted(r)) {
+            return Some(r);
         }
+        // A request of this kind that names the served user, or continues a
+        // session already attributed to the function.
+        let sessions: Vec<String> = self
+            .records_for(function)
+            .iter()
+            .filter_map(|r| r.ch1.as_ref().ok().map(|c| c.session_id.clone()))
+            .collect();
+        self.ctx
+            .enabler
+            .wait_for(
+                |r| {
+                    wanted(r)
+                        && (self.names_served_user(r, function)
+                            || r.ch1
+                                .as_ref()
+                                .is_ok_and(|c| sessions.contains(&c.session_id)))
+                },
+                timeout,
+            )
+            .await
     }
 }
 
@@ -360,7 +387,7 @@ pub fn record_line(record: &ChargingRecord) -> String {
     match &record.ch1 {
         Ok(c) => format!(
             "{} #{} Session-Id={}",
-            super::expect::kind_name(c.kind),
+            c.kind.ch1_name(),
             c.record_number,
             c.session_id
         ),

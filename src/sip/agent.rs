@@ -55,8 +55,11 @@ fn lock(routes: &Mutex<Routes>) -> std::sync::MutexGuard<'_, Routes> {
 
 impl Agent {
     /// Binds the endpoint and starts routing.
+    /// Binds `listen`; `advertise` (else the bound address, a wildcard made
+    /// loopback) is what test users write into Via, Contact and SDP.
     pub async fn bind(
         listen: SocketAddr,
+        advertise: Option<SocketAddr>,
         transport: TransportKind,
         domain: &str,
     ) -> Result<Agent, EndpointError> {
@@ -66,7 +69,12 @@ impl Agent {
             timers: Timers::default(),
         };
         let (endpoint, events) = Endpoint::bind(config).await.map_err(EndpointError::from)?;
-        let local = endpoint.local_addr(transport).unwrap_or(listen);
+        let bound = endpoint.local_addr(transport).unwrap_or(listen);
+        let local = advertise.unwrap_or(if bound.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port())
+        } else {
+            bound
+        });
         let agent = Agent {
             endpoint,
             local,

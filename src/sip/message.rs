@@ -147,15 +147,33 @@ pub fn other_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a st
     })
 }
 
-/// The user part of a SIP URI written as text (`<sip:bob@x>;tag=…` works too).
+/// The user part of an address as SUTs write it in SIP headers and charging
+/// AVPs: `sip:bob@x`, `<SIPS:bob@x>;tag=1`, `tel:+123` (the number), an NAI
+/// or User-Name `bob@x`. Scheme names are case-insensitive (RFC 3261 §19.1.4).
 pub fn uri_user(uri: &str) -> Option<&str> {
-    let start = uri
-        .find("sip:")
-        .map(|i| i + 4)
-        .or_else(|| uri.find("sips:").map(|i| i + 5))?;
-    let rest = &uri[start..];
+    let text = uri.trim();
+    let text = match text.find('<') {
+        Some(i) => &text[i + 1..],
+        None => text,
+    };
+    let text = text.split(['>', ';']).next().unwrap_or(text);
+    let lower = text
+        .get(..5)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let rest = if lower.starts_with("sips:") {
+        &text[5..]
+    } else if lower.starts_with("sip:") {
+        &text[4..]
+    } else if lower.starts_with("tel:") {
+        let number = &text[4..];
+        return (!number.is_empty()).then_some(number);
+    } else {
+        text
+    };
     let end = rest.find('@')?;
-    Some(&rest[..end])
+    let user = &rest[..end];
+    (!user.is_empty()).then_some(user)
 }
 
 /// The user part of a request's Request-URI.
@@ -321,6 +339,11 @@ mod tests {
     fn uri_user_reads_name_addr_forms() {
         assert_eq!(uri_user("<sip:bob@x>;tag=1"), Some("bob"));
         assert_eq!(uri_user("sips:carol@y"), Some("carol"));
-        assert_eq!(uri_user("tel:+123"), None);
+        assert_eq!(uri_user("SIP:dave.r7@y;user=phone"), Some("dave.r7"));
+        assert_eq!(uri_user("\"Eve\" <sip:eve@y>"), Some("eve"));
+        assert_eq!(uri_user("tel:+123"), Some("+123"));
+        assert_eq!(uri_user("frank@nai.example"), Some("frank"));
+        assert_eq!(uri_user("sip:host.only"), None);
+        assert_eq!(uri_user(""), None);
     }
 }

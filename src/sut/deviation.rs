@@ -24,6 +24,9 @@ pub enum Deviation {
     NoStopOnBye,
     /// StopRequest when the server sends its BYE, before the client's 200 OK.
     StopBeforeByeOk,
+    /// On server termination, every function's StopRequest on the first
+    /// client's 200 OK, before the other client has answered its BYE.
+    StopAllOnFirstByeOk,
     /// Accounting-Record-Number rises by two instead of one.
     RecordNumberSkips,
     /// The StopRequest carries a new Session-Id.
@@ -34,7 +37,7 @@ pub enum Deviation {
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 10] = [
+    pub const ALL: [Deviation; 11] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::DuplicateStart,
@@ -42,6 +45,7 @@ impl Deviation {
         Self::InterimBeforeReinviteAnswer,
         Self::NoStopOnBye,
         Self::StopBeforeByeOk,
+        Self::StopAllOnFirstByeOk,
         Self::RecordNumberSkips,
         Self::NewSessionIdOnStop,
         Self::InterimAfterStop,
@@ -57,6 +61,7 @@ impl Deviation {
             Self::InterimBeforeReinviteAnswer => "interim_before_reinvite_answer",
             Self::NoStopOnBye => "no_stop_on_bye",
             Self::StopBeforeByeOk => "stop_before_bye_ok",
+            Self::StopAllOnFirstByeOk => "stop_all_on_first_bye_ok",
             Self::RecordNumberSkips => "record_number_skips",
             Self::NewSessionIdOnStop => "new_session_id_on_stop",
             Self::InterimAfterStop => "interim_after_stop",
@@ -75,6 +80,9 @@ impl Deviation {
             }
             Self::NoStopOnBye => "6.2.3.7: the client's BYE triggers a StopRequest",
             Self::StopBeforeByeOk => "6.2.3.7: Stop only after the client's 200 OK to the BYE",
+            Self::StopAllOnFirstByeOk => {
+                "6.2.3.7: each function's Stop only after its own client's 200 OK"
+            }
             Self::RecordNumberSkips => "all flows: record numbers start at 0 and rise by one",
             Self::NewSessionIdOnStop => "all flows: one Session-Id from Start to Stop",
             Self::InterimAfterStop => "all flows: Stop last, no Interim after Stop",

@@ -855,10 +855,11 @@ impl Server {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        let all_at_once = self.config.has(Deviation::StopAllOnFirstByeOk);
         // 6.2.3.7 (server initiated): Stop only after the client's 200 OK.
         if !early_stop {
             for (f, queue) in &mut s.functions {
-                if serves(f.function, side) {
+                if serves(f.function, side) || all_at_once {
                     for req in f.stop() {
                         let _ = queue.send(req);
                     }

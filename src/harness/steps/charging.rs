@@ -4,21 +4,11 @@
 use cucumber::then;
 
 use crate::charging::ch1::RecordType;
-use crate::harness::expect::{kind_name, sequence_diff};
+use crate::harness::expect::{record_type_named, sequence_diff};
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{World, record_line};
 
 type StepResult = Result<(), StepFailure>;
-
-fn parse_kind(text: &str) -> Option<RecordType> {
-    match text {
-        "StartRequest" => Some(RecordType::Start),
-        "InterimRequest" => Some(RecordType::Interim),
-        "StopRequest" => Some(RecordType::Stop),
-        "EventRequest" => Some(RecordType::Event),
-        _ => None,
-    }
-}
 
 /// The clause whose rule requires a request of this kind.
 pub fn clause_of(kind: RecordType) -> &'static str {
@@ -32,7 +22,7 @@ pub fn clause_of(kind: RecordType) -> &'static str {
 
 #[then(expr = "a CH-1 {word} arrives for every charged function")]
 async fn arrives_for_every_function(w: &mut World, kind: String) -> StepResult {
-    let Some(kind) = parse_kind(&kind) else {
+    let Some(kind) = record_type_named(&kind) else {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 request (StartRequest, InterimRequest, StopRequest, EventRequest)")));
     };
     await_every_function(w, kind, clause_of(kind)).await
@@ -52,14 +42,14 @@ pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str)
                     w.records_for(function).iter().map(record_line).collect();
                 let served = w.served_user(function).unwrap_or_default();
                 let mut expected: Vec<String> = observed.clone();
-                expected.push(format!("{} ...", kind_name(kind)));
+                expected.push(format!("{} ...", kind.ch1_name()));
                 return Err(w.fail(
                     clause,
                     &format!(
                         "the {function} (serving {served}) sends a CH-1 {} within {timeout:?}",
-                        kind_name(kind)
+                        kind.ch1_name()
                     ),
-                    format!("a {} for the {function}", kind_name(kind)),
+                    format!("a {} for the {function}", kind.ch1_name()),
                     format!(
                         "none; the {function}'s requests so far:\n{}",
                         sequence_diff(&expected, &observed)
@@ -74,7 +64,7 @@ pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str)
 
 #[then(expr = "no CH-1 {word} arrives")]
 async fn none_arrives(w: &mut World, kind: String) -> StepResult {
-    let Some(kind) = parse_kind(&kind) else {
+    let Some(kind) = record_type_named(&kind) else {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 request")));
     };
     tokio::time::sleep(w.profile().timers.quiet).await;
@@ -96,7 +86,7 @@ async fn none_arrives(w: &mut World, kind: String) -> StepResult {
     Err(w.fail(
         clause_of(kind),
         rule,
-        format!("no {}", kind_name(kind)),
+        format!("no {}", kind.ch1_name()),
         seen.join("\n"),
     ))
 }

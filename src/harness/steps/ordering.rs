@@ -5,8 +5,7 @@
 
 use cucumber::then;
 
-use crate::charging::ch1::RecordType;
-use crate::harness::expect::kind_name;
+use crate::harness::expect::record_type_named;
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{SipWhat, World, record_line};
 use crate::profile::OrderingReading;
@@ -60,15 +59,6 @@ fn sip_event(w: &World, user: &str, what: &str) -> Option<Stamp> {
     w.sip_event(user, sent, &what)
 }
 
-fn parse_kind(text: &str) -> Option<RecordType> {
-    match text {
-        "StartRequest" => Some(RecordType::Start),
-        "InterimRequest" => Some(RecordType::Interim),
-        "StopRequest" => Some(RecordType::Stop),
-        _ => None,
-    }
-}
-
 /// Checks that every charged function's requests of `kind` arrived after the
 /// SIP event of `user` (or, with `user` None, of the function's served user).
 async fn every_after(
@@ -78,7 +68,7 @@ async fn every_after(
     what: &str,
     clause: &str,
 ) -> StepResult {
-    let Some(kind) = parse_kind(kind) else {
+    let Some(kind) = record_type_named(kind) else {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 session request")));
     };
     for function in w.offline_functions() {
@@ -107,9 +97,9 @@ async fn every_after(
                 clause,
                 &format!(
                     "the {function}'s {} only after {who}'s {what}",
-                    kind_name(kind)
+                    kind.ch1_name()
                 ),
-                format!("{who}'s {what}, then the {}", kind_name(kind)),
+                format!("{who}'s {what}, then the {}", kind.ch1_name()),
                 format!("in arrival order:\n{}", observed.join("\n")),
             ));
         }
@@ -121,7 +111,7 @@ async fn every_after(
     regex = r"^every (\w+) arrives after (\w+)'s (200 OK to the INVITE|200 OK to the re-INVITE|re-INVITE|BYE)$"
 )]
 async fn every_after_user(w: &mut World, kind: String, user: String, what: String) -> StepResult {
-    let clause = parse_kind(&kind)
+    let clause = record_type_named(&kind)
         .map(super::charging::clause_of)
         .unwrap_or("?");
     every_after(w, &kind, Some(&user), &what, clause).await
@@ -171,6 +161,37 @@ async fn interim_per_reading(w: &mut World, sender: String) -> StepResult {
             .await
         }
     }
+}
+
+#[then(
+    regex = r"^no CH-1 request arrives for the function serving (\w+) while (?:he|she) holds back (?:his|her) answer$"
+)]
+async fn silent_for_holder(w: &mut World, holder: String) -> StepResult {
+    tokio::time::sleep(w.profile().timers.hold_back).await;
+    let after = w.watermark;
+    for function in w.offline_functions() {
+        if w.served_user(function).as_deref() != Some(holder.as_str()) {
+            continue;
+        }
+        let early: Vec<String> = w
+            .records_for(function)
+            .iter()
+            .filter(|r| r.stamp > after)
+            .map(record_line)
+            .collect();
+        if !early.is_empty() {
+            let held = w.profile().timers.hold_back;
+            return Err(w.fail(
+                "6.2.3.7",
+                &format!(
+                    "the {function}'s StopRequest waits for {holder}'s own 200 OK to the SUT's BYE"
+                ),
+                format!("nothing for the {function} while {holder} holds back ({held:?})"),
+                early.join("\n"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[then(regex = r"^no CH-1 request arrives while .+ holds? back (?:his|her|their) answers?$")]
