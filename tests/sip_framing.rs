@@ -1,9 +1,10 @@
 //! Framing and parsing: SIP over streams (RFC 3261 §18.3), the liberal forms
 //! of RFC 4475 that rsip alone rejects, and the encoder.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: clippy.toml allows unwrap in tests
+
 use cpmcc::sip::framing::{
-    FramingError, MAX_BODY_BYTES, ParseError, StreamDecoder, encode, parse_datagram,
-    parse_message,
+    FramingError, MAX_BODY_BYTES, ParseError, StreamDecoder, encode, parse_datagram, parse_message,
 };
 use cpmcc::sip::transaction::{call_id_of, cseq_of, top_via};
 use rsip::headers::UntypedHeader;
