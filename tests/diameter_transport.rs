@@ -156,7 +156,7 @@ async fn open_request_answer_close() {
 
 #[tokio::test]
 async fn watchdog_keeps_connection_then_detects_silence() {
-    let ((ch, mut cev), (_sh, mut sev)) = pair(100).await;
+    let ((ch, mut cev), (_sh, mut sev)) = pair(200).await;
     assert!(matches!(
         next_event(&mut cev).await,
         PeerEvent::Opened { .. }
@@ -166,7 +166,7 @@ async fn watchdog_keeps_connection_then_detects_silence() {
         PeerEvent::Opened { .. }
     ));
     // Several Tw of silence: DWR/DWA keep it up.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!ch.is_closed());
     assert!(
         cev.try_recv().is_err(),
