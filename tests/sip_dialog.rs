@@ -1,6 +1,8 @@
 //! RFC 3261 §12 dialogs: creation on both sides, CSeq, route sets.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: clippy.toml allows unwrap in tests
+
 use cpmcc::sip::dialog::{DialogId, cancel_for, uri_socket_addr};
 use cpmcc::sip::framing::parse_message;
 use cpmcc::sip::transaction::{cseq_of, tag_param, top_via};

@@ -2,6 +2,8 @@
 //! of RFC 4475 that rsip alone rejects, and the encoder.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: clippy.toml allows unwrap in tests
+
 use cpmcc::sip::framing::{
     FramingError, MAX_BODY_BYTES, ParseError, StreamDecoder, encode, parse_datagram, parse_message,
 };
@@ -238,4 +240,46 @@ fn encode_writes_standard_reason_phrases() {
     let text = String::from_utf8(encode(&resp.into())).unwrap();
     assert!(text.starts_with("SIP/2.0 486 Busy Here\r\n"), "{text}");
     assert!(text.contains("To: <sip:a@127.0.0.1>;tag=t\r\n"), "{text}");
+}
+
+/// Cheap mutation fuzzing: no input may panic the parser or the decoder.
+#[test]
+fn mutated_messages_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let seeds = [
+        fixture("invite-liberal.sip"),
+        fixture("two-on-a-stream.sip"),
+        OPTIONS.to_vec(),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4475);
+    let mut layer = cpmcc::sip::TransactionLayer::new(cpmcc::sip::Timers::default());
+    let now = std::time::Instant::now();
+    let src = cpmcc::sip::Target::udp("127.0.0.1:5060".parse().unwrap());
+    let alphabet = b"\r\n :;,<>\"@=/\\[]0123456789zZ\x00\xff";
+    for i in 0..20_000 {
+        let mut m = seeds[i % seeds.len()].clone();
+        for _ in 0..rng.random_range(1..6) {
+            let at = rng.random_range(0..m.len().max(1));
+            match rng.random_range(0..3) {
+                0 if !m.is_empty() => {
+                    m.remove(at.min(m.len() - 1));
+                }
+                1 => m.insert(
+                    at.min(m.len()),
+                    alphabet[rng.random_range(0..alphabet.len())],
+                ),
+                _ => m.truncate(at),
+            }
+        }
+        if let Ok(msg) = parse_datagram(&m) {
+            layer.handle_incoming(msg, src, now);
+        }
+        let _ = parse_message(&m);
+        while layer.poll_event().is_some() {}
+        let mut d = StreamDecoder::new();
+        d.push(&m);
+        while let Ok(Some(msg)) = d.next_message() {
+            let _ = parse_message(&msg);
+        }
+    }
 }

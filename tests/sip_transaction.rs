@@ -2,6 +2,8 @@
 //! by hand, nothing sleeps.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: clippy.toml allows unwrap in tests
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

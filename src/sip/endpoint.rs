@@ -281,7 +281,7 @@ impl Driver {
 
     fn send_bytes(&mut self, bytes: Vec<u8>, target: Target) -> Result<(), TransportError> {
         match target.transport {
-            TransportKind::Udp => self.transports.send_udp(&bytes, target.addr),
+            TransportKind::Udp => self.transports.send_udp(bytes, target.addr),
             TransportKind::Tcp => {
                 self.transports.send_tcp(bytes, target.addr);
                 Ok(())
@@ -317,6 +317,9 @@ impl Driver {
                     ),
                 }
             }
+            NetEvent::UdpSendFailed { to, error } => {
+                self.layer.report_stray(error, Target::udp(to));
+            }
             NetEvent::StreamClosed {
                 peer,
                 error,
@@ -337,11 +340,9 @@ impl Driver {
     fn flush(&mut self) {
         while let Some((target, msg)) = self.layer.poll_transmit() {
             if let Err(e) = self.send_bytes(encode(&msg), target) {
-                // e.g. the UDP socket buffer is full or the peer is unreachable.
+                // No socket for that transport: the transactions cannot proceed.
                 self.layer.report_stray(format!("send failed: {e}"), target);
-                if target.transport == TransportKind::Udp {
-                    self.layer.handle_transport_error(target, Instant::now());
-                }
+                self.layer.handle_transport_error(target, Instant::now());
             }
         }
         while let Some(ev) = self.layer.poll_event() {

@@ -13,9 +13,9 @@ pub mod message;
 pub mod transaction;
 pub mod transport;
 
-pub use dialog::{Dialog, DialogError, DialogId, new_branch, new_call_id, new_tag};
+pub use dialog::{Dialog, DialogError, DialogId, cancel_for, new_branch, new_call_id, new_tag};
 pub use endpoint::{Endpoint, EndpointConfig, EndpointError};
-pub use framing::{FramingError, ParseError, StreamDecoder};
+pub use framing::{FramingError, ParseError, StreamDecoder, encode, parse_datagram, parse_message};
 pub use transaction::{
     Role, Target, Timers, TransactionLayer, TransportKind, TxError, TxEvent, TxKey, response_to,
 };

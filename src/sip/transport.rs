@@ -36,12 +36,8 @@ pub enum TransportError {
     },
     #[error("no SIP {kind} socket is configured on this endpoint")]
     NotConfigured { kind: TransportKind },
-    #[error("sending {len} bytes over UDP to {to} failed: {source}")]
-    UdpSend {
-        to: SocketAddr,
-        len: usize,
-        source: std::io::Error,
-    },
+    #[error("the SIP {kind} socket is closed (endpoint shutting down)")]
+    Closed { kind: TransportKind },
 }
 
 /// What the sockets report to the driver.
@@ -56,6 +52,11 @@ pub(crate) enum NetEvent {
         bytes: Vec<u8>,
         from: SocketAddr,
     },
+    /// A datagram could not be sent.
+    UdpSendFailed {
+        to: SocketAddr,
+        error: String,
+    },
     /// The connection to / from `peer` ended; `error` says why if not a
     /// clean close. `connect_failed` when it never came up.
     StreamClosed {
@@ -68,7 +69,8 @@ pub(crate) enum NetEvent {
 /// The endpoint's sockets and live TCP connections.
 #[derive(Debug)]
 pub(crate) struct Transports {
-    udp: Option<Arc<UdpSocket>>,
+    /// Queue of the UDP writer task (sends must not wait in the driver).
+    udp: Option<mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
@@ -101,7 +103,9 @@ impl Transports {
                     })?;
                 let sock = Arc::new(sock);
                 tasks.push(tokio::spawn(udp_reader(sock.clone(), net_tx.clone())));
-                (Some(sock), Some(local))
+                let (tx, rx) = mpsc::unbounded_channel();
+                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.clone())));
+                (Some(tx), Some(local))
             }
             None => (None, None),
         };
@@ -143,20 +147,17 @@ impl Transports {
         }
     }
 
-    /// Sends one datagram without waiting (the socket buffer absorbs it).
-    pub(crate) fn send_udp(&self, bytes: &[u8], to: SocketAddr) -> Result<(), TransportError> {
+    /// Queues one datagram for the UDP writer task; a failed send comes
+    /// back as [`NetEvent::UdpSendFailed`].
+    pub(crate) fn send_udp(&self, bytes: Vec<u8>, to: SocketAddr) -> Result<(), TransportError> {
         let Some(sock) = &self.udp else {
             return Err(TransportError::NotConfigured {
                 kind: TransportKind::Udp,
             });
         };
-        sock.try_send_to(bytes, to)
-            .map(|_| ())
-            .map_err(|source| TransportError::UdpSend {
-                to,
-                len: bytes.len(),
-                source,
-            })
+        sock.send((bytes, to)).map_err(|_| TransportError::Closed {
+            kind: TransportKind::Udp,
+        })
     }
 
     /// Queues bytes on the connection with `to`, opening one if there is none.
@@ -237,6 +238,21 @@ async fn udp_reader(sock: Arc<UdpSocket>, net_tx: mpsc::UnboundedSender<NetEvent
                 }
                 tokio::task::yield_now().await;
             }
+        }
+    }
+}
+
+async fn udp_writer(
+    sock: Arc<UdpSocket>,
+    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
+    net_tx: mpsc::UnboundedSender<NetEvent>,
+) {
+    while let Some((bytes, to)) = rx.recv().await {
+        if let Err(e) = sock.send_to(&bytes, to).await {
+            let _ = net_tx.send(NetEvent::UdpSendFailed {
+                to,
+                error: format!("sending {} bytes over UDP to {to} failed: {e}", bytes.len()),
+            });
         }
     }
 }
