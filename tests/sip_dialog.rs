@@ -1,5 +1,4 @@
 //! RFC 3261 §12 dialogs: creation on both sides, CSeq, route sets.
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: clippy.toml allows unwrap in tests
 

@@ -1,6 +1,5 @@
 //! Framing and parsing: SIP over streams (RFC 3261 §18.3), the liberal forms
 //! of RFC 4475 that rsip alone rejects, and the encoder.
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: clippy.toml allows unwrap in tests
 

@@ -1,6 +1,5 @@
 //! RFC 3261 §17 / RFC 6026 transactions on a virtual clock: `now` is advanced
 //! by hand, nothing sleeps.
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: clippy.toml allows unwrap in tests
 

@@ -237,32 +237,6 @@ pub fn to_uri(message: &impl HeadersExt) -> Option<String> {
     Some(to.uri.to_string())
 }
 
-/// CANCEL for a client INVITE (RFC 3261 §9.1): same Request-URI, top Via,
-/// From, To, Call-ID and CSeq number.
-pub fn cancel_for(invite: &rsip::Request) -> Result<rsip::Request, MessageError> {
-    let (seq, _) = cseq(invite)?;
-    let mut headers = rsip::Headers::default();
-    for h in invite.headers.iter() {
-        match h {
-            rsip::Header::Via(_)
-            | rsip::Header::From(_)
-            | rsip::Header::To(_)
-            | rsip::Header::CallId(_)
-            | rsip::Header::MaxForwards(_) => headers.push(h.clone()),
-            _ => {}
-        }
-    }
-    headers.push(rsip::Header::CSeq(format!("{seq} CANCEL").into()));
-    headers.push(rsip::Header::ContentLength("0".into()));
-    Ok(rsip::Request {
-        method: rsip::Method::Cancel,
-        uri: invite.uri.clone(),
-        version: rsip::Version::V2,
-        headers,
-        body: Vec::new(),
-    })
-}
-
 /// One line a person can read in a report: `INVITE sip:bob@x` or `200 OK (INVITE)`.
 pub fn summary(message: &rsip::SipMessage) -> String {
     match message {

@@ -539,9 +539,7 @@ impl Server {
         let Some(s) = self.sessions.get(&id) else {
             return;
         };
-        let Ok(cancel_b) = message::cancel_for(&s.invite_b) else {
-            return;
-        };
+        let cancel_b = crate::sip::cancel_for(&s.invite_b);
         let target = s.b.target;
         if let Ok(k) = self.endpoint.send_request(cancel_b, target).await {
             self.client_txs.insert(k, (id, Purpose::Cancel));

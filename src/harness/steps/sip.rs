@@ -267,7 +267,7 @@ async fn reject_invite(w: &mut World, b: String, status: u16) -> StepResult {
 #[when(expr = "{word} cancels the INVITE")]
 async fn cancel(w: &mut World, a: String) -> StepResult {
     let invite = w.leg(&a)?.invite.clone();
-    let cancel = message::cancel_for(&invite).map_err(|e| StepFailure::Harness(e.to_string()))?;
+    let cancel = crate::sip::cancel_for(&invite);
     let sut = w.ctx.sut_sip;
     let (_, at) = w
         .user(&a)?
