@@ -95,34 +95,14 @@ async fn invite(w: &mut World, a: String, b: String) -> StepResult {
 
     // The SUT must forward the INVITE to the recipient.
     let timeout = w.profile().timers.sip_answer;
-    let callee = w.user(&b)?;
-    let got = callee
-        .next_event(|e| is_request(e, rsip::Method::Invite, false), timeout)
-        .await;
-    let Some(UserEvent {
-        stamp,
-        event:
-            TxEvent::Request {
-                key: Some(key),
-                request,
-                ..
-            },
-    }) = got
+    let Some(PendingRequest { key, request, .. }) =
+        await_request(w, &b, rsip::Method::Invite, false, timeout).await?
     else {
         return Err(w.inconclusive(format!(
             "the SUT did not forward {a}'s INVITE to {b} within {timeout:?}"
         )));
     };
     let tag = w.user(&b)?.new_tag();
-    w.log_sip(
-        stamp,
-        &b,
-        false,
-        SipWhat::Request {
-            method: rsip::Method::Invite,
-            reinvite: false,
-        },
-    );
     w.legs.insert(
         b,
         Leg {
@@ -136,6 +116,74 @@ async fn invite(w: &mut World, a: String, b: String) -> StepResult {
         },
     );
     Ok(())
+}
+
+/// Waits up to the profile's `sip_answer` time for `user`'s next final
+/// response to `method`, and logs it on the timeline.
+async fn await_final(
+    w: &mut World,
+    user: &str,
+    method: rsip::Method,
+    reinvite: bool,
+) -> Result<Option<rsip::Response>, StepFailure> {
+    let timeout = w.profile().timers.sip_answer;
+    let got = w
+        .user(user)?
+        .next_event(|e| final_response_to(e, method), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event: TxEvent::Response { response, .. },
+    }) = got
+    else {
+        return Ok(None);
+    };
+    let status = response.status_code.code();
+    w.log_sip(
+        stamp,
+        user,
+        false,
+        SipWhat::Response {
+            status,
+            method,
+            reinvite,
+        },
+    );
+    Ok(Some(response))
+}
+
+/// Waits up to `timeout` for `user` to receive a `method` request (inside a
+/// dialog or not), and logs it on the timeline. The caller answers it.
+async fn await_request(
+    w: &mut World,
+    user: &str,
+    method: rsip::Method,
+    in_dialog: bool,
+    timeout: Duration,
+) -> Result<Option<PendingRequest>, StepFailure> {
+    let got = w
+        .user(user)?
+        .next_event(|e| is_request(e, method, in_dialog), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event:
+            TxEvent::Request {
+                key: Some(key),
+                request,
+                ..
+            },
+    }) = got
+    else {
+        return Ok(None);
+    };
+    let reinvite = method == rsip::Method::Invite && in_dialog;
+    w.log_sip(stamp, user, false, SipWhat::Request { method, reinvite });
+    Ok(Some(PendingRequest {
+        key,
+        request,
+        stamp,
+    }))
 }
 
 fn is_request(e: &UserEvent, method: rsip::Method, in_dialog: bool) -> bool {
@@ -207,31 +255,13 @@ async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
     }
     // The originator must get the final answer; a 2xx is acknowledged.
     let a = w.originator.clone().unwrap_or_default();
-    let timeout = w.profile().timers.sip_answer;
-    let got = w
-        .user(&a)?
-        .next_event(|e| final_response_to(e, rsip::Method::Invite), timeout)
-        .await;
-    let Some(UserEvent {
-        stamp,
-        event: TxEvent::Response { response, .. },
-    }) = got
-    else {
+    let Some(response) = await_final(w, &a, rsip::Method::Invite, false).await? else {
+        let timeout = w.profile().timers.sip_answer;
         return Err(w.inconclusive(format!(
             "the SUT did not relay {b}'s {status} to {a} within {timeout:?}"
         )));
     };
     let code = response.status_code.code();
-    w.log_sip(
-        stamp,
-        &a,
-        false,
-        SipWhat::Response {
-            status: code,
-            method: rsip::Method::Invite,
-            reinvite: false,
-        },
-    );
     if (200..300).contains(&code) {
         let invite = w.leg(&a)?.invite.clone();
         let dialog = Dialog::uac(&invite, &response).map_err(|e| {
@@ -361,42 +391,16 @@ async fn reinvite(w: &mut World, a: String) -> StepResult {
     // The SUT forwards it to the other party.
     let b = other_party(w, &a);
     let timeout = w.profile().timers.sip_answer;
-    let got = w
-        .user(&b)?
-        .next_event(|e| is_request(e, rsip::Method::Invite, true), timeout)
-        .await;
-    let Some(UserEvent {
-        stamp,
-        event:
-            TxEvent::Request {
-                key: Some(key),
-                request,
-                ..
-            },
-    }) = got
-    else {
+    let Some(pending) = await_request(w, &b, rsip::Method::Invite, true, timeout).await? else {
         return Err(w.inconclusive(format!(
             "the SUT did not forward {a}'s re-INVITE to {b} within {timeout:?}"
         )));
     };
-    w.log_sip(
-        stamp,
-        &b,
-        false,
-        SipWhat::Request {
-            method: rsip::Method::Invite,
-            reinvite: true,
-        },
-    );
     let leg = w.leg(&b)?;
     if let Some(d) = leg.dialog.as_mut() {
-        let _ = d.handle_request(&request);
+        let _ = d.handle_request(&pending.request);
     }
-    leg.pending.push(PendingRequest {
-        key,
-        request,
-        stamp,
-    });
+    leg.pending.push(pending);
     Ok(())
 }
 
@@ -465,31 +469,13 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
     );
     // The re-INVITE's sender gets the answer and acknowledges it.
     let a = other_party(w, &b);
-    let timeout = w.profile().timers.sip_answer;
-    let got = w
-        .user(&a)?
-        .next_event(|e| final_response_to(e, rsip::Method::Invite), timeout)
-        .await;
-    let Some(UserEvent {
-        stamp,
-        event: TxEvent::Response { response, .. },
-    }) = got
-    else {
+    let Some(response) = await_final(w, &a, rsip::Method::Invite, true).await? else {
+        let timeout = w.profile().timers.sip_answer;
         return Err(w.inconclusive(format!(
             "the SUT did not relay {b}'s answer to the re-INVITE to {a} within {timeout:?}"
         )));
     };
     let code = response.status_code.code();
-    w.log_sip(
-        stamp,
-        &a,
-        false,
-        SipWhat::Response {
-            status: code,
-            method: rsip::Method::Invite,
-            reinvite: true,
-        },
-    );
     if (200..300).contains(&code) {
         let (local, transport) = {
             let u = w.user(&a)?;
@@ -536,25 +522,8 @@ async fn bye(w: &mut World, a: String) -> StepResult {
         },
     );
     let timeout = w.profile().timers.sip_answer;
-    if let Some(UserEvent {
-        stamp,
-        event: TxEvent::Response { response, .. },
-    }) = w
-        .user(&a)?
-        .next_event(|e| final_response_to(e, rsip::Method::Bye), timeout)
-        .await
-    {
+    if let Some(response) = await_final(w, &a, rsip::Method::Bye, false).await? {
         let status = response.status_code.code();
-        w.log_sip(
-            stamp,
-            &a,
-            false,
-            SipWhat::Response {
-                status,
-                method: rsip::Method::Bye,
-                reinvite: false,
-            },
-        );
         if status >= 300 {
             return Err(w.inconclusive(format!(
                 "the SUT answered {a}'s BYE with {status}: it did not take the session as ended"
@@ -563,28 +532,9 @@ async fn bye(w: &mut World, a: String) -> StepResult {
     }
     // The other party's BYE from the SUT is answered at once.
     let b = other_party(w, &a);
-    if let Some(UserEvent {
-        stamp,
-        event:
-            TxEvent::Request {
-                key: Some(key),
-                request,
-                ..
-            },
-    }) = w
-        .user(&b)?
-        .next_event(|e| is_request(e, rsip::Method::Bye, true), timeout)
-        .await
+    if let Some(PendingRequest { key, request, .. }) =
+        await_request(w, &b, rsip::Method::Bye, true, timeout).await?
     {
-        w.log_sip(
-            stamp,
-            &b,
-            false,
-            SipWhat::Request {
-                method: rsip::Method::Bye,
-                reinvite: false,
-            },
-        );
         let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
         if let Ok(at) = w.user(&b)?.send_response(&key, ok).await {
             w.log_sip(
@@ -640,38 +590,12 @@ async fn operator(w: &mut World) -> StepResult {
 async fn await_server_byes(w: &mut World, wait: Duration, cause: &str) -> StepResult {
     let parties = [w.originator.clone(), w.recipient.clone()];
     for name in parties.into_iter().flatten() {
-        let got = w
-            .user(&name)?
-            .next_event(|e| is_request(e, rsip::Method::Bye, true), wait)
-            .await;
-        let Some(UserEvent {
-            stamp,
-            event:
-                TxEvent::Request {
-                    key: Some(key),
-                    request,
-                    ..
-                },
-        }) = got
-        else {
+        let Some(pending) = await_request(w, &name, rsip::Method::Bye, true, wait).await? else {
             return Err(w.inconclusive(format!(
                 "the SUT sent {name} no BYE within {wait:?} after {cause}"
             )));
         };
-        w.log_sip(
-            stamp,
-            &name,
-            false,
-            SipWhat::Request {
-                method: rsip::Method::Bye,
-                reinvite: false,
-            },
-        );
-        w.leg(&name)?.pending.push(PendingRequest {
-            key,
-            request,
-            stamp,
-        });
+        w.leg(&name)?.pending.push(pending);
     }
     Ok(())
 }
@@ -759,40 +683,17 @@ async fn receives_final(w: &mut World, a: String, status: u16) -> StepResult {
         Some(SipWhat::Response { status: got, .. }) => Err(w.inconclusive(format!(
             "{a} received {got} instead of {status}: the SUT did not relay the recipient's answer"
         ))),
-        _ => {
-            let timeout = w.profile().timers.sip_answer;
-            let got = w
-                .user(&a)?
-                .next_event(|e| final_response_to(e, rsip::Method::Invite), timeout)
-                .await;
-            match got {
-                Some(UserEvent {
-                    stamp,
-                    event: TxEvent::Response { response, .. },
-                }) => {
-                    let code = response.status_code.code();
-                    w.log_sip(
-                        stamp,
-                        &a,
-                        false,
-                        SipWhat::Response {
-                            status: code,
-                            method: rsip::Method::Invite,
-                            reinvite: false,
-                        },
-                    );
-                    if code == status {
-                        Ok(())
-                    } else {
-                        Err(w.inconclusive(format!("{a} received {code} instead of {status}")))
-                    }
-                }
-                _ => {
-                    Err(w
-                        .inconclusive(format!("{a} received no final response within {timeout:?}")))
-                }
+        _ => match await_final(w, &a, rsip::Method::Invite, false).await? {
+            Some(r) if r.status_code.code() == status => Ok(()),
+            Some(r) => Err(w.inconclusive(format!(
+                "{a} received {} instead of {status}",
+                r.status_code.code()
+            ))),
+            None => {
+                let timeout = w.profile().timers.sip_answer;
+                Err(w.inconclusive(format!("{a} received no final response within {timeout:?}")))
             }
-        }
+        },
     }
 }
 
