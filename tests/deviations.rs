@@ -15,6 +15,7 @@ fn must_fail(d: Deviation) -> &'static [&'static str] {
     match d {
         Deviation::StartBeforeAnswer => &["OFF-INIT-01", "OFF-INIT-02"],
         Deviation::StartOnFailedInvite => &["OFF-INIT-03", "OFF-INIT-04"],
+        Deviation::EventOnFailedInvite => &["OFF-INIT-03"],
         Deviation::DuplicateStart => &["OFF-INIT-01"],
         Deviation::NoInterimOnReinvite => &["OFF-MOD-01", "OFF-MOD-02"],
         Deviation::InterimBeforeReinviteAnswer => &["OFF-MOD-03"],

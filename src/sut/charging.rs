@@ -122,6 +122,15 @@ impl FunctionCharging {
         out
     }
 
+    /// The session attempt failed: an EventRequest records it (IMS practice),
+    /// as a charging session of its own.
+    pub fn failed_attempt(&mut self) -> Vec<Ch1Request> {
+        let mut event = self.request(RecordType::Event);
+        event.session_id.push_str(";event");
+        event.record_number = 0;
+        vec![event]
+    }
+
     /// The session was modified.
     pub fn interim(&mut self) -> Vec<Ch1Request> {
         if !self.started || self.stopped {

@@ -14,6 +14,9 @@ pub enum Deviation {
     StartBeforeAnswer,
     /// StartRequest (and StopRequest) although the INVITE failed.
     StartOnFailedInvite,
+    /// An EventRequest for a failed INVITE, which a profile with
+    /// `failed_invite_event: false` says this SUT does not send.
+    EventOnFailedInvite,
     /// A second StartRequest right after the first.
     DuplicateStart,
     /// No InterimRequest on a re-INVITE.
@@ -37,9 +40,10 @@ pub enum Deviation {
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 11] = [
+    pub const ALL: [Deviation; 12] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
+        Self::EventOnFailedInvite,
         Self::DuplicateStart,
         Self::NoInterimOnReinvite,
         Self::InterimBeforeReinviteAnswer,
@@ -56,6 +60,7 @@ impl Deviation {
         match self {
             Self::StartBeforeAnswer => "start_before_answer",
             Self::StartOnFailedInvite => "start_on_failed_invite",
+            Self::EventOnFailedInvite => "event_on_failed_invite",
             Self::DuplicateStart => "duplicate_start",
             Self::NoInterimOnReinvite => "no_interim_on_reinvite",
             Self::InterimBeforeReinviteAnswer => "interim_before_reinvite_answer",
@@ -73,6 +78,9 @@ impl Deviation {
         match self {
             Self::StartBeforeAnswer => "6.2.3.1: Start only after the recipient's 200 OK",
             Self::StartOnFailedInvite => "6.2.3.1: no Start if the INVITE fails",
+            Self::EventOnFailedInvite => {
+                "6.2.3.1: an EventRequest for a failed INVITE only where the profile expects one"
+            }
             Self::DuplicateStart => "all flows: exactly one Start per charging session",
             Self::NoInterimOnReinvite => "6.2.3.4: a re-INVITE triggers an InterimRequest",
             Self::InterimBeforeReinviteAnswer => {

@@ -740,6 +740,7 @@ impl Server {
         let contact = self.contact_uri();
         let contact_text = self.contact();
         let failed_start = self.config.has(Deviation::StartOnFailedInvite);
+        let failed_event = self.config.has(Deviation::EventOnFailedInvite);
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -787,6 +788,9 @@ impl Server {
             );
             if failed_start {
                 charge(s, FunctionCharging::start);
+            }
+            if failed_event {
+                charge(s, FunctionCharging::failed_attempt);
             }
             charge(s, FunctionCharging::stop);
             let key_a = s.invite_a_key.clone();

@@ -1,0 +1,123 @@
+//! The `cpmcc` command line as a user meets it: tag selection, refusals that
+//! stop a run before it starts, and a profile option that changes what a
+//! scenario expects.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cpmcc-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cpmcc(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cpmcc"))
+        .args(["--free-ports"])
+        .args(args)
+        .arg("--json")
+        .arg(dir.join("summary.json"))
+        .arg("--cucumber-log")
+        .arg(dir.join("cucumber.log"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_tag_expression_selects_scenarios() {
+    let dir = scratch("tags");
+    let o = cpmcc(
+        &dir,
+        &["--tags", "@clause-6.2.3.4 and not @ordering-strict"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("total: 2 scenarios, 2 pass"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_tag_expression_that_selects_nothing_stops_the_run() {
+    let dir = scratch("none");
+    let o = cpmcc(&dir, &["--tags", "@clause-9.9.9"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no scenario selected"), "{}", text(&o));
+}
+
+#[test]
+fn a_feature_file_that_does_not_parse_stops_the_run() {
+    let dir = scratch("parse");
+    let features = dir.join("features");
+    std::fs::create_dir_all(&features).unwrap();
+    let good = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("features/offline/6.2.3.1-one-to-one-session-initiation.feature");
+    std::fs::copy(good, features.join("good.feature")).unwrap();
+    std::fs::write(
+        features.join("broken.feature"),
+        "Feature: x\n  Scenario: y\n    Given\n  Examples without outline\n",
+    )
+    .unwrap();
+    let o = cpmcc(&dir, &["--features", features.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("do not parse"), "{}", text(&o));
+}
+
+#[test]
+fn an_expected_event_request_for_a_failed_invite_is_required() {
+    let dir = scratch("event");
+    let profile = dir.join("profile.yaml");
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/sut/reference.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &profile,
+        reference.replace("failed_invite_event: false", "failed_invite_event: true"),
+    )
+    .unwrap();
+    let profile = profile.to_str().unwrap();
+    // The profile expects an EventRequest; a SUT that sends none fails …
+    let o = cpmcc(&dir, &["--profile", profile, "--tags", "@tp-OFF-INIT-03"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("EventRequest"), "{}", text(&o));
+    // … and one that sends it passes.
+    let o = cpmcc(
+        &dir,
+        &[
+            "--profile",
+            profile,
+            "--tags",
+            "@tp-OFF-INIT-03",
+            "--deviation",
+            "event_on_failed_invite",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn deviations_are_listed_with_the_rule_each_breaks() {
+    let o = Command::new(env!("CARGO_BIN_EXE_cpmcc"))
+        .arg("deviations")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        out.contains("stop_before_bye_ok") && out.contains("6.2.3.7"),
+        "{out}"
+    );
+}
