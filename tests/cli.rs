@@ -121,3 +121,23 @@ fn deviations_are_listed_with_the_rule_each_breaks() {
         "{out}"
     );
 }
+
+#[test]
+fn the_whole_suite_passes_over_sip_tcp() {
+    let dir = scratch("tcp");
+    let profile = dir.join("profile.yaml");
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/sut/reference.yaml"
+    ))
+    .unwrap();
+    assert!(reference.contains("transport: udp"));
+    std::fs::write(
+        &profile,
+        reference.replace("transport: udp", "transport: tcp"),
+    )
+    .unwrap();
+    let o = cpmcc(&dir, &["--profile", profile.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("13 pass"), "{}", text(&o));
+}

@@ -22,6 +22,36 @@ use super::transaction::response_to;
 use super::transaction::{Target, Timers, TransportKind, TxEvent, TxKey};
 use crate::timeline::{Stamp, stamp};
 
+/// Binds UDP and TCP on one port, so a SUT may use either to reach a test
+/// user (RFC 3261 §18.1.1 moves large requests to TCP). A port 0 is chosen
+/// once and bound for both; taken meanwhile, another is tried.
+async fn bind_both(
+    listen: SocketAddr,
+) -> Result<(Endpoint, mpsc::UnboundedReceiver<TxEvent>), EndpointError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let port = match listen.port() {
+            0 => std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0))
+                .and_then(|s| s.local_addr())
+                .map(|a| a.port())
+                .unwrap_or(0),
+            p => p,
+        };
+        let addr = SocketAddr::new(listen.ip(), port);
+        let config = EndpointConfig {
+            udp: Some(addr),
+            tcp: Some(addr),
+            timers: Timers::default(),
+        };
+        match Endpoint::bind(config).await {
+            Ok(bound) => return Ok(bound),
+            Err(_) if listen.port() == 0 && attempts < 5 => continue,
+            Err(e) => return Err(EndpointError::from(e)),
+        }
+    }
+}
+
 /// Something that happened to a test user, stamped on the harness timeline.
 #[derive(Debug, Clone)]
 pub struct UserEvent {
@@ -63,12 +93,7 @@ impl Agent {
         transport: TransportKind,
         domain: &str,
     ) -> Result<Agent, EndpointError> {
-        let config = EndpointConfig {
-            udp: (transport == TransportKind::Udp).then_some(listen),
-            tcp: (transport == TransportKind::Tcp).then_some(listen),
-            timers: Timers::default(),
-        };
-        let (endpoint, events) = Endpoint::bind(config).await.map_err(EndpointError::from)?;
+        let (endpoint, events) = bind_both(listen).await?;
         let bound = endpoint.local_addr(transport).unwrap_or(listen);
         let local = advertise.unwrap_or(if bound.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port())
