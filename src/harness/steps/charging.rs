@@ -41,6 +41,7 @@ pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str)
                 let observed: Vec<String> =
                     w.records_for(function).iter().map(record_line).collect();
                 let served = w.served_user(function).unwrap_or_default();
+                let link = diameter_link(w);
                 let mut expected: Vec<String> = observed.clone();
                 expected.push(format!("{} ...", kind.ch1_name()));
                 return Err(w.fail(
@@ -51,7 +52,7 @@ pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str)
                     ),
                     format!("a {} for the {function}", kind.ch1_name()),
                     format!(
-                        "none; the {function}'s requests so far:\n{}",
+                        "none{link}; the {function}'s requests so far:\n{}",
                         sequence_diff(&expected, &observed)
                     ),
                 ));
@@ -60,6 +61,28 @@ pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str)
     }
     w.watermark = last;
     Ok(())
+}
+
+/// Why no request could have come, when the SUT is not even connected.
+fn diameter_link(w: &World) -> String {
+    let connections = w.ctx.enabler.connections();
+    if connections.is_empty() {
+        format!(
+            " (no SUT has connected to the Charging Enabler at {})",
+            w.ctx.enabler.local_addr()
+        )
+    } else if connections.iter().all(|c| !c.open) {
+        let why: Vec<String> = connections
+            .iter()
+            .map(|c| format!("{}: {:?}", c.peer, c.closed))
+            .collect();
+        format!(
+            " (every Diameter connection from the SUT has closed: {})",
+            why.join(", ")
+        )
+    } else {
+        String::new()
+    }
 }
 
 #[then(expr = "no CH-1 {word} arrives")]
