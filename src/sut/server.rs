@@ -212,7 +212,7 @@ struct Session {
     /// Leg B's INVITE, for CANCEL and ACK.
     invite_b: rsip::Request,
     /// A re-INVITE being forwarded: the server tx waiting for the answer.
-    pending_reinvite: Option<(Side, TxKey, rsip::Request)>,
+    pending_reinvite: Option<(TxKey, rsip::Request)>,
     functions: Vec<(FunctionCharging, mpsc::UnboundedSender<Ch1Request>)>,
     last_activity: Instant,
 }
@@ -597,7 +597,7 @@ impl Server {
             &ct,
             &request.body,
         );
-        s.pending_reinvite = Some((side, key.clone(), request.clone()));
+        s.pending_reinvite = Some((key.clone(), request.clone()));
         if deviate_early {
             charge(s, FunctionCharging::interim);
         }
@@ -812,7 +812,7 @@ impl Server {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        let Some((_origin_side, key, reinvite)) = s.pending_reinvite.take() else {
+        let Some((key, reinvite)) = s.pending_reinvite.take() else {
             return;
         };
         let code = response.status_code.code();
@@ -826,10 +826,6 @@ impl Server {
                 let _ = self.endpoint.send_stateless(ack.into(), target).await;
             }
         }
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let _ = s;
         // Answer the origin side's re-INVITE with the other side's status and SDP.
         let mut answer = response_to(&reinvite, response.status_code.clone(), None);
         if (200..300).contains(&code) {
