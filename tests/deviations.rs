@@ -19,7 +19,7 @@ fn must_fail(d: Deviation) -> &'static [&'static str] {
         Deviation::DuplicateStart => &["OFF-INIT-01"],
         Deviation::NoInterimOnReinvite => &["OFF-MOD-01", "OFF-MOD-02"],
         Deviation::InterimBeforeReinviteAnswer => &["OFF-MOD-03"],
-        Deviation::NoStopOnBye => &["OFF-TERM-01", "OFF-TERM-02"],
+        Deviation::NoStopOnBye => &["OFF-TERM-01", "OFF-TERM-02", "OFF-TERM-05"],
         Deviation::StopBeforeByeOk => &["OFF-TERM-03", "OFF-TERM-04"],
         Deviation::StopAllOnFirstByeOk => &["OFF-TERM-03", "OFF-TERM-04"],
         Deviation::RecordNumberSkips => &["OFF-MOD-01", "OFF-TERM-01"],

@@ -93,7 +93,7 @@ fn run_external(name: &str, offline: &str) -> (Option<i32>, String) {
 fn the_suite_passes_the_reference_server_run_as_an_external_process() {
     let (code, out) = run_external("pass", "{ functions: [originating_pf, terminating_pf] }");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("13 pass"), "{out}");
+    assert!(out.contains("14 pass"), "{out}");
 }
 
 #[test]

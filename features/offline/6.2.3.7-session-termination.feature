@@ -45,3 +45,10 @@ Feature: 6.2.3.7 Offline charging for CPM session termination
     When bob answers the SUT's BYE with 200 OK
     Then a CH-1 StopRequest arrives for every charged function
     And every StopRequest arrives after its served user's 200 OK to the SUT's BYE
+
+  @tp-OFF-TERM-05
+  Scenario: The client's BYE stops offline charging while the Charging Enabler answers slowly
+    Given the Charging Enabler delays its answers to alice's CH-1 requests by 500 ms
+    When alice ends the session with BYE
+    Then a CH-1 StopRequest arrives for every charged function
+    And every StopRequest arrives after alice's BYE

@@ -468,6 +468,24 @@ async fn after_scenario(
     // each charging session whole, Stop included; then let late requests in.
     steps::sip::teardown(w).await;
     tokio::time::sleep(ctx.profile.timers.settle).await;
+    // The harness's own part of the rules: it answers every request (no step
+    // withholds an answer yet). If it did not, no verdict on the SUT holds.
+    let unanswered: Vec<String> = w
+        .scenario_records()
+        .iter()
+        .filter(|r| !world::answered(r))
+        .map(world::record_line)
+        .collect();
+    if !unanswered.is_empty() {
+        result.verdict = Verdict::Error;
+        result.detail = Some(format!(
+            "the Charging Enabler left requests unanswered:\n{}",
+            unanswered.join("\n")
+        ));
+    }
+    for user in w.users.values() {
+        ctx.enabler.remove_scripts_for(&user.name);
+    }
     let mut violations = every_flow_rules(w);
     violations.extend(pinned_values(w));
     if !violations.is_empty() {
@@ -557,7 +575,6 @@ fn every_flow_rules(w: &World) -> Vec<String> {
                     kind: c.kind,
                     record_number: c.record_number,
                     session_id: c.session_id.clone(),
-                    answered: world::answered(r),
                 })
             })
             .collect();

@@ -1,7 +1,11 @@
 //! Steps about what reaches the Charging Enabler: which CH-1 requests arrive
 //! for which charged function, and which must not arrive.
 
-use cucumber::then;
+use std::time::Duration;
+
+use cucumber::{given, then};
+
+use crate::charging::enabler::{AnswerSelector, ScriptedAnswer};
 
 use crate::charging::ch1::RecordType;
 use crate::harness::expect::{record_type_named, sequence_diff};
@@ -137,4 +141,39 @@ async fn event_if_expected(w: &mut World) -> StepResult {
             seen.join("\n"),
         ))
     }
+}
+
+/// The Charging Enabler's script for one test user's requests of one type
+/// (`CH-1 requests` for all of them).
+fn selector(w: &mut World, user: &str, kind: &str) -> Result<AnswerSelector, StepFailure> {
+    let name = w.user(user)?.name.clone();
+    let record_type = match kind {
+        "CH-1 requests" => None,
+        k => match record_type_named(k) {
+            Some(t) => Some(t),
+            None => return Err(w.harness_error(format!("`{k}` is not a CH-1 request"))),
+        },
+    };
+    Ok(AnswerSelector {
+        served_user: Some(name),
+        session_id: None,
+        record_type,
+    })
+}
+
+#[given(
+    regex = r"^the Charging Enabler delays its answers? to (\w+)'s (CH-1 requests|\w+) by (\d+) ms$"
+)]
+async fn delays(w: &mut World, user: String, kind: String, ms: u64) -> StepResult {
+    let selector = selector(w, &user, &kind)?;
+    w.ctx.enabler.script(
+        selector,
+        ScriptedAnswer {
+            result_code: crate::diameter::result::SUCCESS,
+            delay: Duration::from_millis(ms),
+            withhold: false,
+            times: None,
+        },
+    );
+    Ok(())
 }
