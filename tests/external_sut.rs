@@ -34,6 +34,11 @@ fn free_tcp() -> u16 {
 /// Runs the suite against `cpmcc sut` in its own process; `offline` is the
 /// profile's `charging.offline` mapping. Returns the exit code and stdout.
 fn run_external(name: &str, offline: &str) -> (Option<i32>, String) {
+    run_external_with(name, offline, "")
+}
+
+/// As [`run_external`], with extra lines for the server's `charging:` section.
+fn run_external_with(name: &str, offline: &str, server_charging: &str) -> (Option<i32>, String) {
     let dir = std::env::temp_dir().join(format!("cpmcc-external-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (sut_sip, harness_sip, diameter, admin) = (free_udp(), free_udp(), free_tcp(), free_tcp());
@@ -44,7 +49,7 @@ fn run_external(name: &str, offline: &str) -> (Option<i32>, String) {
             "sip: {{ listen: 127.0.0.1:{sut_sip}, transport: udp }}\n\
              domain: test.invalid\n\
              route_users_to: 127.0.0.1:{harness_sip}\n\
-             charging:\n  server: 127.0.0.1:{diameter}\n  functions: [originating_pf, terminating_pf]\n\
+             charging:\n  server: 127.0.0.1:{diameter}\n  functions: [originating_pf, terminating_pf]\n{server_charging}\
              inactivity_timer: 1500ms\n\
              admin: 127.0.0.1:{admin}\n"
         ),
@@ -135,4 +140,18 @@ fn a_profile_with_an_unknown_key_stops_the_run_naming_file_and_key() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_server_naming_the_served_user_in_the_start_only_passes_without_strays() {
+    // Interim and Stop carry only the Session-Id the Start opened: legal,
+    // and the harness must still attribute them to their scenario.
+    let (code, out) = run_external_with(
+        "start-only",
+        "{ functions: [originating_pf, terminating_pf] }",
+        "  served_user_in_start_only: true\n",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("14 pass"), "{out}");
+    assert!(!out.contains("belonged to no scenario"), "{out}");
 }

@@ -268,6 +268,7 @@ async fn start_sut(ports: Ports, enabler: &Enabler) -> RunningSut {
                 ChargedFunction::TerminatingPf,
             ],
             service_context_id: "32260@3gpp.org".into(),
+            served_user_in_start_only: false,
         }),
         inactivity_timer: None,
         admin: None,

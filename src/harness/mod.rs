@@ -62,6 +62,12 @@ pub enum RunError {
     Sut(#[from] sut::SutError),
     #[error("features folder {path} cannot be read: {reason}")]
     Features { path: PathBuf, reason: String },
+    #[error("{count} feature file(s) under {path} do not parse; {log} names them")]
+    FeaturesDoNotParse {
+        count: usize,
+        path: PathBuf,
+        log: String,
+    },
     #[error("no scenario selected (tag expression: {tags})")]
     NothingSelected { tags: String },
     #[error("cannot write {path}: {reason}")]
@@ -132,6 +138,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                 .harness
                 .diameter
                 .advertise
+                .filter(|_| !options.free_ports)
                 .unwrap_or(reachable(diameter))
                 .ip(),
         ),
@@ -180,6 +187,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                         .service_context_id
                         .clone()
                         .unwrap_or_else(|| "32260@3gpp.org".into()),
+                    served_user_in_start_only: false,
                 }),
                 inactivity_timer: profile.stimuli.inactivity_timer,
                 admin: Some(free(embedded.admin, options.free_ports)),
@@ -207,7 +215,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     });
     world::install(context.clone());
 
-    run_features(&options, tags, &context).await?;
+    let outcome = run_features(&options, tags, &context).await;
 
     let mut results = std::mem::take(
         &mut *context
@@ -222,6 +230,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         sut.shutdown();
     }
     agent.shutdown().await;
+    outcome?;
     let ordering = profile
         .offline()
         .map(|o| format!("{:?}", o.ordering).to_lowercase())
@@ -244,19 +253,16 @@ fn unclaimed_charging(context: &Context) -> Vec<String> {
         .user_names
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    context
-        .enabler
-        .records()
-        .iter()
-        .filter(|r| {
-            let user = r
-                .ch1
-                .as_ref()
-                .ok()
-                .and_then(|c| c.served_user.as_deref())
-                .and_then(crate::sip::message::uri_user);
-            !user.is_some_and(|u| names.contains(u))
-        })
+    let all = context.enabler.records();
+    // Stamps are unique per record: the sequence number identifies it.
+    let ours: std::collections::HashSet<u64> = world::belonging_to(all.clone(), |r| {
+        world::served_user_of(r).is_some_and(|u| names.contains(u))
+    })
+    .iter()
+    .map(|r| r.stamp.seq)
+    .collect();
+    all.iter()
+        .filter(|r| !ours.contains(&r.stamp.seq))
         .map(|r| {
             format!(
                 "charging request for no test user from {}: {}",
@@ -347,16 +353,13 @@ async fn run_features(
         .await;
     // A feature file that does not parse must stop the run, never shrink it.
     if writer.parsing_errors() > 0 {
-        return Err(RunError::Features {
+        return Err(RunError::FeaturesDoNotParse {
+            count: writer.parsing_errors(),
             path: options.features.clone(),
-            reason: format!(
-                "{} feature file(s) do not parse; see {}",
-                writer.parsing_errors(),
-                log_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "the cucumber log".into())
-            ),
+            log: log_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "the cucumber log (pass --cucumber-log)".into()),
         });
     }
     if context

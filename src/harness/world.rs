@@ -290,43 +290,20 @@ impl World {
     /// name its served user, and any later request of a Session-Id one of
     /// them opened (a SUT may name the served user in the Start only).
     pub fn records_for(&self, function: ChargedFunction) -> Vec<ChargingRecord> {
-        let all = self.ctx.enabler.records();
-        let sessions: std::collections::HashSet<&str> = all
-            .iter()
-            .filter(|r| self.names_served_user(r, function))
-            .filter_map(|r| r.ch1.as_ref().ok().map(|c| c.session_id.as_str()))
-            .collect();
-        let mut v: Vec<ChargingRecord> = all
-            .iter()
-            .filter(|r| {
-                self.names_served_user(r, function)
-                    || r.ch1
-                        .as_ref()
-                        .is_ok_and(|c| sessions.contains(c.session_id.as_str()))
-            })
-            .cloned()
-            .collect();
+        let mut v = belonging_to(self.ctx.enabler.records(), |r| {
+            self.names_served_user(r, function)
+        });
         v.sort_by_key(|r| r.stamp);
         v
     }
 
-    /// Every record of this scenario, whatever the function.
+    /// Every record of this scenario, whatever the function: those naming
+    /// one of its users, and those continuing a Session-Id such a record opened.
     pub fn scenario_records(&self) -> Vec<ChargingRecord> {
         let names: Vec<&str> = self.users.values().map(|u| u.name.as_str()).collect();
-        let mut v: Vec<ChargingRecord> = self
-            .ctx
-            .enabler
-            .records()
-            .into_iter()
-            .filter(|r| {
-                r.ch1
-                    .as_ref()
-                    .ok()
-                    .and_then(|c| c.served_user.as_deref())
-                    .and_then(message::uri_user)
-                    .is_some_and(|u| names.contains(&u))
-            })
-            .collect();
+        let mut v = belonging_to(self.ctx.enabler.records(), |r| {
+            served_user_of(r).is_some_and(|u| names.contains(&u))
+        });
         v.sort_by_key(|r| r.stamp);
         v
     }
@@ -367,6 +344,40 @@ impl World {
             )
             .await
     }
+}
+
+/// The served user a record names, as a user part (`alice.r7s3`).
+pub fn served_user_of(record: &ChargingRecord) -> Option<&str> {
+    record
+        .ch1
+        .as_ref()
+        .ok()
+        .and_then(|c| c.served_user.as_deref())
+        .and_then(message::uri_user)
+}
+
+/// The records `names_ours` accepts (they name one of our users), and those
+/// continuing a Session-Id that such a record opened (a SUT may name the
+/// served user in its first request only). The one rule of correlation, for
+/// functions, scenarios and strays alike.
+pub fn belonging_to(
+    records: Vec<ChargingRecord>,
+    names_ours: impl Fn(&ChargingRecord) -> bool,
+) -> Vec<ChargingRecord> {
+    let sessions: std::collections::HashSet<String> = records
+        .iter()
+        .filter(|r| names_ours(r))
+        .filter_map(|r| r.ch1.as_ref().ok().map(|c| c.session_id.clone()))
+        .collect();
+    records
+        .into_iter()
+        .filter(|r| {
+            names_ours(r)
+                || r.ch1
+                    .as_ref()
+                    .is_ok_and(|c| sessions.contains(&c.session_id))
+        })
+        .collect()
 }
 
 /// Whether a reported role is the one a function plays.

@@ -22,34 +22,51 @@ use super::transaction::response_to;
 use super::transaction::{Target, Timers, TransportKind, TxEvent, TxKey};
 use crate::timeline::{Stamp, stamp};
 
-/// Binds UDP and TCP on one port, so a SUT may use either to reach a test
-/// user (RFC 3261 §18.1.1 moves large requests to TCP). A port 0 is chosen
-/// once and bound for both; taken meanwhile, another is tried.
+/// Binds the profile's transport, and the other one on the same port when
+/// it is free, so a SUT may use either to reach a test user (RFC 3261
+/// §18.1.1 moves large requests to TCP). A port 0 is chosen once and bound
+/// for both; taken meanwhile, another is tried.
 async fn bind_both(
     listen: SocketAddr,
+    transport: TransportKind,
 ) -> Result<(Endpoint, mpsc::UnboundedReceiver<TxEvent>), EndpointError> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let port = match listen.port() {
-            0 => std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0))
-                .and_then(|s| s.local_addr())
-                .map(|a| a.port())
-                .unwrap_or(0),
-            p => p,
+    let only = |addr| EndpointConfig {
+        udp: (transport == TransportKind::Udp).then_some(addr),
+        tcp: (transport == TransportKind::Tcp).then_some(addr),
+        timers: Timers::default(),
+    };
+    if listen.port() != 0 {
+        let both = EndpointConfig {
+            udp: Some(listen),
+            tcp: Some(listen),
+            timers: Timers::default(),
         };
-        let addr = SocketAddr::new(listen.ip(), port);
-        let config = EndpointConfig {
+        return match Endpoint::bind(both).await {
+            Ok(bound) => Ok(bound),
+            // The other transport is a convenience; the profile's is required.
+            Err(_) => Endpoint::bind(only(listen))
+                .await
+                .map_err(EndpointError::from),
+        };
+    }
+    for _ in 0..5 {
+        let probe = match transport {
+            TransportKind::Udp => std::net::UdpSocket::bind(listen).and_then(|s| s.local_addr()),
+            TransportKind::Tcp => std::net::TcpListener::bind(listen).and_then(|s| s.local_addr()),
+        };
+        let Ok(addr) = probe else { break };
+        let both = EndpointConfig {
             udp: Some(addr),
             tcp: Some(addr),
             timers: Timers::default(),
         };
-        match Endpoint::bind(config).await {
-            Ok(bound) => return Ok(bound),
-            Err(_) if listen.port() == 0 && attempts < 5 => continue,
-            Err(e) => return Err(EndpointError::from(e)),
+        if let Ok(bound) = Endpoint::bind(both).await {
+            return Ok(bound);
         }
     }
+    Endpoint::bind(only(listen))
+        .await
+        .map_err(EndpointError::from)
 }
 
 /// Something that happened to a test user, stamped on the harness timeline.
@@ -93,7 +110,7 @@ impl Agent {
         transport: TransportKind,
         domain: &str,
     ) -> Result<Agent, EndpointError> {
-        let (endpoint, events) = bind_both(listen).await?;
+        let (endpoint, events) = bind_both(listen, transport).await?;
         let bound = endpoint.local_addr(transport).unwrap_or(listen);
         let local = advertise.unwrap_or(if bound.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port())

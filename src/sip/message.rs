@@ -151,28 +151,30 @@ pub fn other_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a st
 /// AVPs: `sip:bob@x`, `<SIPS:bob@x>;tag=1`, `tel:+123` (the number), an NAI
 /// or User-Name `bob@x`. Scheme names are case-insensitive (RFC 3261 §19.1.4).
 pub fn uri_user(uri: &str) -> Option<&str> {
-    let text = uri.trim();
-    let text = match text.find('<') {
-        Some(i) => &text[i + 1..],
-        None => text,
+    let mut text = uri.trim();
+    // A quoted display name may hold '<', '@' or ':' of its own.
+    if let Some(rest) = text.strip_prefix('"') {
+        text = rest.split_once('"').map(|(_, after)| after).unwrap_or("");
+    }
+    if let Some((_, inner)) = text.split_once('<') {
+        text = inner.split_once('>').map(|(uri, _)| uri).unwrap_or(inner);
+    }
+    let rest = match text.split_once(':') {
+        Some((scheme, rest)) if !scheme.contains('@') => {
+            if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+                rest
+            } else if scheme.eq_ignore_ascii_case("tel") {
+                let number = rest.split(';').next().unwrap_or(rest);
+                return (!number.is_empty()).then_some(number);
+            } else {
+                return None; // mailto:, http: and the like name no SIP user
+            }
+        }
+        _ => text, // an NAI or User-Name: user@realm
     };
-    let text = text.split(['>', ';']).next().unwrap_or(text);
-    let lower = text
-        .get(..5)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let rest = if lower.starts_with("sips:") {
-        &text[5..]
-    } else if lower.starts_with("sip:") {
-        &text[4..]
-    } else if lower.starts_with("tel:") {
-        let number = &text[4..];
-        return (!number.is_empty()).then_some(number);
-    } else {
-        text
-    };
-    let end = rest.find('@')?;
-    let user = &rest[..end];
+    let (userinfo, _host) = rest.split_once('@')?;
+    // user[:password]; the user part itself may carry ';' parameters.
+    let user = userinfo.split(':').next().unwrap_or(userinfo);
     (!user.is_empty()).then_some(user)
 }
 
@@ -319,5 +321,16 @@ mod tests {
         assert_eq!(uri_user("frank@nai.example"), Some("frank"));
         assert_eq!(uri_user("sip:host.only"), None);
         assert_eq!(uri_user(""), None);
+        assert_eq!(uri_user("sip:é@x"), Some("é"));
+        assert_eq!(uri_user("\"a<b@c\" <sip:eve@y>"), Some("eve"));
+        assert_eq!(
+            uri_user("sip:+1234;phone-context=x@h"),
+            Some("+1234;phone-context=x")
+        );
+        assert_eq!(uri_user("mailto:x@y"), None);
+        assert_eq!(uri_user("sip:@x"), None);
+        for odd in ["<", "<<<", "\"", "sip:", "tel:", "\u{10FFFF}", "sip:a@b@c"] {
+            let _ = uri_user(odd);
+        }
     }
 }

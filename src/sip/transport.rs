@@ -85,8 +85,9 @@ impl Transports {
         net_tx: mpsc::UnboundedSender<NetEvent>,
         accept_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     ) -> Result<Self, TransportError> {
-        let mut tasks = Vec::new();
-        let (udp_socket, udp_addr) = match udp {
+        // Bind every socket before spawning any task, so that a failed bind
+        // drops (and frees) what was bound before it at once.
+        let udp_bound = match udp {
             Some(addr) => {
                 let sock = UdpSocket::bind(addr)
                     .await
@@ -101,15 +102,11 @@ impl Transports {
                         kind: TransportKind::Udp,
                         source,
                     })?;
-                let sock = Arc::new(sock);
-                tasks.push(tokio::spawn(udp_reader(sock.clone(), net_tx.clone())));
-                let (tx, rx) = mpsc::unbounded_channel();
-                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.clone())));
-                (Some(tx), Some(local))
+                Some((sock, local))
             }
-            None => (None, None),
+            None => None,
         };
-        let tcp_addr = match tcp {
+        let tcp_bound = match tcp {
             Some(addr) => {
                 let listener =
                     TcpListener::bind(addr)
@@ -125,6 +122,23 @@ impl Transports {
                         kind: TransportKind::Tcp,
                         source,
                     })?;
+                Some((listener, local))
+            }
+            None => None,
+        };
+        let mut tasks = Vec::new();
+        let (udp_socket, udp_addr) = match udp_bound {
+            Some((sock, local)) => {
+                let sock = Arc::new(sock);
+                tasks.push(tokio::spawn(udp_reader(sock.clone(), net_tx.clone())));
+                let (tx, rx) = mpsc::unbounded_channel();
+                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.clone())));
+                (Some(tx), Some(local))
+            }
+            None => (None, None),
+        };
+        let tcp_addr = match tcp_bound {
+            Some((listener, local)) => {
                 tasks.push(tokio::spawn(tcp_acceptor(listener, accept_tx)));
                 Some(local)
             }

@@ -23,6 +23,8 @@ pub struct FunctionCharging {
     called_party: String,
     call_id: String,
     next_record: u32,
+    /// Name the served user in the StartRequest only.
+    identity_in_start_only: bool,
     started: bool,
     stopped: bool,
     deviations: Vec<Deviation>,
@@ -65,6 +67,7 @@ impl FunctionCharging {
             called_party: parties.called_party.clone(),
             call_id: parties.call_id.clone(),
             next_record: 0,
+            identity_in_start_only: charging.served_user_in_start_only,
             started: false,
             stopped: false,
             deviations: config.deviations.clone(),
@@ -86,20 +89,21 @@ impl FunctionCharging {
         if kind == RecordType::Stop && self.has(Deviation::NewSessionIdOnStop) {
             session_id.push_str(";stop");
         }
+        let named = kind == RecordType::Start || !self.identity_in_start_only;
         Ch1Request {
             kind,
             session_id,
             record_number,
             origin_host: self.origin_host.clone(),
-            served_user: Some(self.served_user.clone()),
+            served_user: named.then(|| self.served_user.clone()),
             role: Some(match self.function {
                 ChargedFunction::OriginatingPf => ChargedRole::OriginatingPf,
                 ChargedFunction::TerminatingPf => ChargedRole::TerminatingPf,
                 ChargedFunction::ControllingFunction => ChargedRole::ControllingFunction,
             }),
             call_id: Some(self.call_id.clone()),
-            calling_party: Some(self.calling_party.clone()),
-            called_party: Some(self.called_party.clone()),
+            calling_party: named.then(|| self.calling_party.clone()),
+            called_party: named.then(|| self.called_party.clone()),
             service_context_id: Some(self.service_context_id.clone()),
             participants: Some(2),
             event_timestamp: Some(SystemTime::now()),
@@ -190,6 +194,7 @@ mod tests {
                 destination_realm: "dr".into(),
                 functions: vec![ChargedFunction::OriginatingPf],
                 service_context_id: "s".into(),
+                served_user_in_start_only: false,
             }),
             inactivity_timer: None,
             admin: None,
@@ -234,6 +239,22 @@ mod tests {
         );
         assert!(all.iter().all(|r| r.session_id == all[0].session_id));
         assert_eq!(all[0].served_user.as_deref(), Some("sip:a@d"));
+    }
+
+    #[test]
+    fn start_only_identity_names_the_served_user_in_the_start_alone() {
+        let mut config = config(vec![]);
+        if let Some(c) = config.charging.as_mut() {
+            c.served_user_in_start_only = true;
+        }
+        let mut f =
+            FunctionCharging::new(ChargedFunction::OriginatingPf, &config, &parties(), 3).unwrap();
+        let start = f.start();
+        let stop = f.stop();
+        assert_eq!(start[0].served_user.as_deref(), Some("sip:a@d"));
+        assert_eq!(stop[0].served_user, None);
+        assert_eq!(stop[0].calling_party, None);
+        assert_eq!(stop[0].session_id, start[0].session_id);
     }
 
     #[test]

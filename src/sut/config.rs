@@ -58,6 +58,11 @@ pub struct ChargingConfig {
     pub functions: Vec<ChargedFunction>,
     #[serde(default = "default_service_context")]
     pub service_context_id: String,
+    /// Name the served user (Subscription-Id, User-Name, party addresses) in
+    /// the StartRequest only, as some servers do: later requests of the
+    /// session carry only its Session-Id. Legal, and the harness must cope.
+    #[serde(default)]
+    pub served_user_in_start_only: bool,
 }
 
 fn default_origin_host() -> String {

@@ -709,6 +709,12 @@ pub async fn teardown(w: &mut World) {
             .unwrap_or_default();
         for p in pending {
             let _ = answer_pending(w, name, &p.key, &p.request, 200).await;
+            // A BYE from the SUT, answered, ends this user's session.
+            if p.request.method == rsip::Method::Bye
+                && let Some(leg) = w.legs.get_mut(name)
+            {
+                leg.ended = true;
+            }
         }
     }
     let live = w.originator.clone().filter(|a| {
