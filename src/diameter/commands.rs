@@ -90,20 +90,11 @@ impl LocalIdentity {
 
     /// Every application id advertised, bare or vendor-specific.
     pub fn application_ids(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self
-            .auth_application_ids
-            .iter()
-            .chain(&self.acct_application_ids)
-            .copied()
-            .chain(
-                self.vendor_specific_applications
-                    .iter()
-                    .map(|(_, a)| a.id()),
-            )
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        advertised_ids(
+            &self.auth_application_ids,
+            &self.acct_application_ids,
+            &self.vendor_specific_applications,
+        )
     }
 
     fn origin_avps(&self) -> [Avp; 2] {
@@ -224,24 +215,30 @@ impl RemoteIdentity {
 
     /// Every application id advertised, bare or vendor-specific.
     pub fn application_ids(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self
-            .auth_application_ids
-            .iter()
-            .chain(&self.acct_application_ids)
-            .copied()
-            .chain(
-                self.vendor_specific_applications
-                    .iter()
-                    .map(|(_, a)| a.id()),
-            )
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        advertised_ids(
+            &self.auth_application_ids,
+            &self.acct_application_ids,
+            &self.vendor_specific_applications,
+        )
     }
 }
 
 /// True if the two sides share an application, or either is a relay.
+/// The sorted, distinct application ids of a capabilities exchange, whether
+/// named bare or inside Vendor-Specific-Application-Id (either side may use
+/// either form).
+fn advertised_ids(auth: &[u32], acct: &[u32], vendor_specific: &[(u32, AppId)]) -> Vec<u32> {
+    let mut v: Vec<u32> = auth
+        .iter()
+        .chain(acct)
+        .copied()
+        .chain(vendor_specific.iter().map(|(_, a)| a.id()))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 pub fn has_common_application(local: &LocalIdentity, remote: &RemoteIdentity) -> bool {
     let l = local.application_ids();
     let r = remote.application_ids();

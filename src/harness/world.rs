@@ -101,6 +101,22 @@ pub struct Leg {
     pub ended: bool,
 }
 
+impl Leg {
+    /// Whether a received `method` request waits for this user's answer.
+    pub fn holds(&self, method: rsip::Method) -> bool {
+        self.pending.iter().any(|p| p.request.method == method)
+    }
+
+    /// Takes the oldest received `method` request still to be answered.
+    pub fn take_pending(&mut self, method: rsip::Method) -> Option<PendingRequest> {
+        let i = self
+            .pending
+            .iter()
+            .position(|p| p.request.method == method)?;
+        Some(self.pending.remove(i))
+    }
+}
+
 /// The state of one scenario.
 #[derive(Debug, cucumber::World)]
 #[world(init = Self::new)]

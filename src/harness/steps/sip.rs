@@ -414,12 +414,7 @@ fn other_party(w: &World, a: &str) -> String {
 
 #[when(expr = "{word} holds back his answer to the re-INVITE")]
 async fn hold_reinvite_answer(w: &mut World, b: String) -> StepResult {
-    if !w
-        .leg(&b)?
-        .pending
-        .iter()
-        .any(|p| p.request.method == rsip::Method::Invite)
-    {
+    if !w.leg(&b)?.holds(rsip::Method::Invite) {
         return Err(w.harness_error(format!("{b} has no re-INVITE to hold back")));
     }
     Ok(())
@@ -428,15 +423,10 @@ async fn hold_reinvite_answer(w: &mut World, b: String) -> StepResult {
 #[when(expr = "{word} answers the re-INVITE with 200 OK")]
 async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
     let leg = w.leg(&b)?;
-    let Some(i) = leg
-        .pending
-        .iter()
-        .position(|p| p.request.method == rsip::Method::Invite)
-    else {
+    let tag = leg.local_tag.clone();
+    let Some(pending) = leg.take_pending(rsip::Method::Invite) else {
         return Err(w.harness_error(format!("{b} has no re-INVITE to answer")));
     };
-    let pending = leg.pending.remove(i);
-    let tag = leg.local_tag.clone();
     let (local, transport, name) = {
         let u = w.user(&b)?;
         (u.local_addr(), u.transport(), u.name.clone())
@@ -603,12 +593,7 @@ async fn await_server_byes(w: &mut World, wait: Duration, cause: &str) -> StepRe
 #[when(expr = "{word} and {word} hold back their answers to the SUT's BYE")]
 async fn hold_bye_answers(w: &mut World, a: String, b: String) -> StepResult {
     for name in [a, b] {
-        if !w
-            .leg(&name)?
-            .pending
-            .iter()
-            .any(|p| p.request.method == rsip::Method::Bye)
-        {
+        if !w.leg(&name)?.holds(rsip::Method::Bye) {
             return Err(w.harness_error(format!("{name} has no BYE from the SUT to hold back")));
         }
     }
@@ -618,14 +603,9 @@ async fn hold_bye_answers(w: &mut World, a: String, b: String) -> StepResult {
 #[when(expr = "{word} answers the SUT's BYE with 200 OK")]
 async fn answer_bye(w: &mut World, name: String) -> StepResult {
     let leg = w.leg(&name)?;
-    let Some(i) = leg
-        .pending
-        .iter()
-        .position(|p| p.request.method == rsip::Method::Bye)
-    else {
+    let Some(pending) = leg.take_pending(rsip::Method::Bye) else {
         return Err(w.harness_error(format!("{name} has no BYE from the SUT to answer")));
     };
-    let pending = leg.pending.remove(i);
     leg.ended = true;
     let at = answer_pending(w, &name, &pending.key, &pending.request, 200).await?;
     w.log_sip(
