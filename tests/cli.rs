@@ -141,3 +141,50 @@ fn the_whole_suite_passes_over_sip_tcp() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("14 pass"), "{}", text(&o));
 }
+
+#[test]
+fn the_lenient_reading_of_6_2_3_4_accepts_an_interim_on_re_invite_receipt() {
+    let dir = scratch("lenient");
+    let profile = dir.join("profile.yaml");
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/sut/reference.yaml"
+    ))
+    .unwrap();
+    assert!(reference.contains("ordering: strict"));
+    std::fs::write(
+        &profile,
+        reference.replace("ordering: strict", "ordering: lenient"),
+    )
+    .unwrap();
+    let profile = profile.to_str().unwrap();
+    let args = ["--profile", profile, "--tags", "@clause-6.2.3.4"];
+    // The text's reading: an Interim on receipt of the re-INVITE passes, and
+    // the scenario that checks only the figure's reading does not apply …
+    let o = cpmcc(
+        &dir,
+        &[
+            &args[..],
+            &["--deviation", "interim_before_reinvite_answer"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("ordering reading: lenient"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("2 pass, 0 fail, 0 inconclusive, 1 n/a"),
+        "{}",
+        text(&o)
+    );
+    // … but no Interim at all still fails.
+    let o = cpmcc(
+        &dir,
+        &[&args[..], &["--deviation", "no_interim_on_reinvite"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("6.2.3.4"), "{}", text(&o));
+}
