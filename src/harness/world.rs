@@ -96,8 +96,6 @@ pub struct Leg {
     pub dialog: Option<Dialog>,
     /// Requests received and not answered yet (held back or to be answered).
     pub pending: Vec<PendingRequest>,
-    /// The last re-INVITE this user sent, waiting for its answer.
-    pub reinvite_sent: Option<rsip::Request>,
     pub ended: bool,
 }
 

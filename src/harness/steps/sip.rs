@@ -86,7 +86,6 @@ async fn invite(w: &mut World, a: String, b: String) -> StepResult {
             local_tag: tag,
             dialog: None,
             pending: Vec::new(),
-            reinvite_sent: None,
             ended: false,
         },
     );
@@ -111,7 +110,6 @@ async fn invite(w: &mut World, a: String, b: String) -> StepResult {
             local_tag: tag,
             dialog: None,
             pending: Vec::new(),
-            reinvite_sent: None,
             ended: false,
         },
     );
@@ -353,19 +351,30 @@ async fn cancel(w: &mut World, a: String) -> StepResult {
     Ok(())
 }
 
-#[when(expr = "{word} modifies the session with a re-INVITE")]
-async fn reinvite(w: &mut World, a: String) -> StepResult {
-    let target = w.in_dialog_target(&a);
+/// A new request in `user`'s dialog, and where it goes; `what` says what
+/// the step wanted to do, for the error when there is no session.
+fn in_dialog_request(
+    w: &mut World,
+    user: &str,
+    method: rsip::Method,
+    what: &str,
+) -> Result<(rsip::Request, crate::sip::Target), StepFailure> {
+    let target = w.in_dialog_target(user);
     let (local, transport) = {
-        let u = w.user(&a)?;
+        let u = w.user(user)?;
         (u.local_addr(), u.transport())
     };
-    let leg = w.leg(&a)?;
-    let tag = leg.local_tag.clone();
-    let Some(dialog) = leg.dialog.as_mut() else {
-        return Err(w.harness_error(format!("{a} has no established session to modify")));
+    let Some(dialog) = w.leg(user)?.dialog.as_mut() else {
+        return Err(w.harness_error(format!("{user} has no established session to {what}")));
     };
-    let mut request = dialog.new_request(rsip::Method::Invite, local, transport);
+    Ok((dialog.new_request(method, local, transport), target))
+}
+
+#[when(expr = "{word} modifies the session with a re-INVITE")]
+async fn reinvite(w: &mut World, a: String) -> StepResult {
+    let (mut request, target) = in_dialog_request(w, &a, rsip::Method::Invite, "modify")?;
+    let local = w.user(&a)?.local_addr();
+    let tag = w.leg(&a)?.local_tag.clone();
     let sdp = message::msrp_sdp(local, 10, &tag, true);
     message::set_body(
         &mut request.headers,
@@ -373,7 +382,6 @@ async fn reinvite(w: &mut World, a: String) -> StepResult {
         "application/sdp",
         sdp.as_bytes(),
     );
-    leg.reinvite_sent = Some(request.clone());
     let (_, at) = w
         .user(&a)?
         .send_request(request, target)
@@ -473,7 +481,6 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
         };
         let cseq = message::cseq(&response).map(|(n, _)| n).unwrap_or(1);
         let leg = w.leg(&a)?;
-        leg.reinvite_sent = None;
         if let Some(d) = leg.dialog.as_mut() {
             d.handle_response(&response);
             let ack = d.ack(cseq, local, transport);
@@ -486,17 +493,8 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
 
 #[when(expr = "{word} ends the session with BYE")]
 async fn bye(w: &mut World, a: String) -> StepResult {
-    let target = w.in_dialog_target(&a);
-    let (local, transport) = {
-        let u = w.user(&a)?;
-        (u.local_addr(), u.transport())
-    };
-    let leg = w.leg(&a)?;
-    let Some(dialog) = leg.dialog.as_mut() else {
-        return Err(w.harness_error(format!("{a} has no established session to end")));
-    };
-    let request = dialog.new_request(rsip::Method::Bye, local, transport);
-    leg.ended = true;
+    let (request, target) = in_dialog_request(w, &a, rsip::Method::Bye, "end")?;
+    w.leg(&a)?.ended = true;
     let (_, at) = w
         .user(&a)?
         .send_request(request, target)
