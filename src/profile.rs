@@ -195,6 +195,11 @@ pub struct Timers {
     /// rules that hold for every flow are checked.
     #[serde(with = "humantime_serde_compat")]
     pub settle: Duration,
+    /// After the last scenario, how long the run keeps listening for
+    /// charging that comes late: a request that arrives after its scenario
+    /// was judged reopens that verdict.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain: Duration,
 }
 
 impl Default for Timers {
@@ -205,6 +210,7 @@ impl Default for Timers {
             quiet: Duration::from_millis(400),
             hold_back: Duration::from_millis(300),
             settle: Duration::from_millis(150),
+            drain: Duration::from_millis(500),
         }
     }
 }

@@ -4,12 +4,12 @@
 //! flow after each scenario, and turns it all into verdicts.
 
 pub mod expect;
+pub mod rules;
 pub mod steps;
 pub mod stimulus;
 pub mod verdict;
 pub mod world;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,14 +21,15 @@ use cucumber::writer::Stats as _;
 use cucumber::{World as _, WriterExt as _, event, gherkin};
 use futures::FutureExt as _;
 
+use crate::charging::ch1::RecordType;
+use crate::charging::enabler::ChargingRecord;
 use crate::charging::enabler::{Enabler, EnablerConfig};
 use crate::diameter::commands::LocalIdentity;
 use crate::profile::{SutProfile, Transport};
 use crate::sip::agent::Agent;
 use crate::sip::transaction::{Target, TransportKind};
 use crate::sut::{self, Deviation, SutConfig};
-use expect::{ObservedRequest, offline_session_rules};
-use verdict::{ScenarioResult, Summary, Verdict};
+use verdict::{ScenarioResult, StepFailure, Summary, Verdict, Violation};
 use world::{Context, World};
 
 /// What to run, against what.
@@ -211,11 +212,15 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         },
         sut_admin,
         results: Mutex::new(Vec::new()),
+        ledgers: Mutex::new(Vec::new()),
         user_names: Mutex::new(Default::default()),
     });
     world::install(context.clone());
 
     let outcome = run_features(&options, tags, &context).await;
+    if outcome.is_ok() {
+        drain_late_charging(&context).await;
+    }
 
     let mut results = std::mem::take(
         &mut *context
@@ -336,6 +341,8 @@ async fn run_features(
                         scenario: scenario.name.clone(),
                         verdict: Verdict::NotApplicable,
                         detail: Some(reason),
+                        rules: Vec::new(),
+                        served_users: Vec::new(),
                         known_deviation: None,
                         warnings: Vec::new(),
                         duration: Duration::ZERO,
@@ -434,6 +441,8 @@ async fn after_scenario(
         scenario: scenario.name.clone(),
         verdict: Verdict::Pass,
         detail: None,
+        rules: Vec::new(),
+        served_users: Vec::new(),
         known_deviation: None,
         warnings: Vec::new(),
         duration: Duration::ZERO,
@@ -468,54 +477,48 @@ async fn after_scenario(
         }
     }
     // End what the scenario left open first, so that the rules below see
-    // each charging session whole, Stop included; then let late requests in.
+    // each charging session whole, Stop included.
+    let teardown_from = crate::timeline::stamp();
     steps::sip::teardown(w).await;
+    let facts = w.facts(Some(teardown_from));
+    await_owed_stops(w, &facts).await;
+    // Then let late requests in.
     tokio::time::sleep(ctx.profile.timers.settle).await;
     // The harness's own part of the rules: it answers every request (no step
     // withholds an answer yet). If it did not, no verdict on the SUT holds.
-    let unanswered: Vec<String> = w
-        .scenario_records()
-        .iter()
-        .filter(|r| !world::answered(r))
-        .map(world::record_line)
-        .collect();
-    if !unanswered.is_empty() {
+    let records = ctx.enabler.records();
+    if let Some(v) = harness_rules(&expect::scenario_records(records.clone(), &facts)) {
         result.verdict = Verdict::Error;
-        result.detail = Some(format!(
-            "the Charging Enabler left requests unanswered:\n{}",
-            unanswered.join("\n")
-        ));
+        result.detail = Some(v.to_string());
+        result.rules.push(v.rule.id);
     }
     for user in w.users.values() {
         ctx.enabler.remove_scripts_for(&user.name);
     }
-    let mut violations = every_flow_rules(w);
-    violations.extend(pinned_values(w));
-    if !violations.is_empty() {
-        let text = violations.join("\n");
-        match result.verdict {
-            // A broken rule is a failure whatever else went wrong.
-            Verdict::Pass | Verdict::Inconclusive => {
-                let before = result.detail.take();
-                result.verdict = Verdict::Fail;
-                result.detail = Some(match before {
-                    Some(d) => format!("{text}\nalso: {d}"),
-                    None => text,
-                });
-            }
-            _ => {
-                let d = result.detail.take().unwrap_or_default();
-                result.detail = Some(format!("{d}\nalso:\n{text}"));
-            }
-        }
+    if let Some(rule) = w.outcome.as_ref().and_then(StepFailure::rule)
+        && result.verdict == Verdict::Fail
+    {
+        result.rules.insert(0, rule.id);
     }
+    let violations = expect::judge_scenario(&facts, &records);
+    add_violations(&mut result, &violations, None);
     result.warnings = std::mem::take(&mut w.warnings);
     // What the SUT sent that is odd but legal: shown, never failed on.
-    for record in w.scenario_records() {
+    for record in expect::scenario_records(records, &facts) {
         for warning in &record.warnings {
             result
                 .warnings
                 .push(format!("{}: {warning}", world::record_line(&record)));
+        }
+    }
+    for stream in &facts.streams {
+        let records = expect::stream_records(records_now(ctx), stream);
+        if let Some(c) = records.iter().find_map(|r| r.ch1.as_ref().ok())
+            && let (Some(user), Some(from)) = (&c.served_user, c.served_user_source)
+        {
+            result
+                .served_users
+                .push(format!("{}: {user} from {from}", stream.subject()));
         }
     }
     result.duration = w.started.elapsed();
@@ -525,70 +528,151 @@ async fn after_scenario(
         .known_deviation(&result.test_purpose)
         .map(str::to_owned);
     w.users.clear();
-    push(ctx, result);
-}
-
-fn push(ctx: &Context, result: ScenarioResult) {
-    ctx.results
+    let index = push(ctx, result);
+    ctx.ledgers
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(result);
+        .push(Ledger {
+            index,
+            facts,
+            judged_at: crate::timeline::stamp(),
+        });
 }
 
-/// Values the SUT profile pins (and only those): a SUT is free in what the
-/// sources leave open, unless its profile says otherwise.
-fn pinned_values(w: &World) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(pinned) = w
-        .profile()
-        .offline()
-        .and_then(|o| o.service_context_id.clone())
-    else {
-        return out;
+fn records_now(ctx: &Context) -> Vec<ChargingRecord> {
+    ctx.enabler.records()
+}
+
+/// Waits, as a step would, for the StopRequest every ended session owes
+/// (`off.stop.every-ended-session`), so that a slow but correct SUT is not
+/// judged before its Stop arrives. The judge then decides.
+async fn await_owed_stops(w: &World, facts: &expect::ScenarioFacts) {
+    let Some(end) = facts.session_end else {
+        return;
     };
-    for record in w.scenario_records() {
-        let Ok(c) = &record.ch1 else { continue };
-        if c.service_context_id.as_deref() != Some(pinned.as_str()) {
-            out.push(format!(
-                "[profile] Service-Context-Id pinned by charging.offline.service_context_id\n  expected: {pinned}\n  observed: {} in {}",
-                c.service_context_id.as_deref().unwrap_or("(absent)"),
-                world::record_line(&record)
-            ));
+    let timeout = w.profile().timers.charging;
+    for stream in &facts.streams {
+        let started = w
+            .records_for(stream.function)
+            .iter()
+            .any(|r| r.ch1.as_ref().is_ok_and(|c| c.kind == RecordType::Start));
+        if started {
+            let _ = w
+                .wait_record(stream.function, RecordType::Stop, end, timeout)
+                .await;
         }
     }
-    out
 }
 
-/// The rules of `spec/flows.md` that hold for every offline flow, on every
-/// charged function's session of this scenario.
-fn every_flow_rules(w: &World) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    for function in w.offline_functions() {
-        if !seen.insert(format!("{function:?}")) {
-            continue;
-        }
-        let observed: Vec<ObservedRequest> = w
-            .records_for(function)
-            .iter()
-            .filter_map(|r| {
-                let c = r.ch1.as_ref().ok()?;
-                Some(ObservedRequest {
-                    stamp: r.stamp,
-                    kind: c.kind,
-                    record_number: c.record_number,
-                    session_id: c.session_id.clone(),
-                })
-            })
-            .collect();
-        for v in offline_session_rules(&observed) {
-            out.push(format!(
-                "[every flow] {} ({function})\n  expected: {}\n  observed: {}",
-                v.rule,
-                v.expected,
-                v.observed.replace('\n', "\n            ")
-            ));
+/// The rules that bind the harness itself, on a scenario's records.
+fn harness_rules(records: &[ChargingRecord]) -> Option<Violation> {
+    let unanswered: Vec<String> = records
+        .iter()
+        .filter(|r| !world::answered(r))
+        .map(world::record_line)
+        .collect();
+    (!unanswered.is_empty()).then(|| {
+        Violation::new(
+            &rules::EVERY_REQUEST_ANSWERED,
+            "the Charging Enabler",
+            "an answer to every request",
+            format!("left unanswered:\n{}", unanswered.join("\n")),
+        )
+    })
+}
+
+/// Adds broken rules to a result: a pass or an inconclusive becomes a
+/// failure (a broken rule is a failure whatever else went wrong); rules
+/// already named are not repeated. `note` heads the text (a reopened verdict).
+fn add_violations(result: &mut ScenarioResult, violations: &[Violation], note: Option<&str>) {
+    let new: Vec<&Violation> = violations
+        .iter()
+        .filter(|v| !result.rules.contains(&v.rule.id))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut text: Vec<String> = note.map(str::to_owned).into_iter().collect();
+    text.extend(new.iter().map(|v| v.to_string()));
+    let text = text.join("\n");
+    let mut ids: Vec<&'static str> = Vec::new();
+    for v in &new {
+        if !ids.contains(&v.rule.id) {
+            ids.push(v.rule.id);
         }
     }
-    out
+    match result.verdict {
+        Verdict::Pass | Verdict::Inconclusive => {
+            let before = result.detail.take();
+            result.verdict = Verdict::Fail;
+            result.detail = Some(match before {
+                Some(d) => format!("{text}\nalso: {d}"),
+                None => text,
+            });
+            // The rules of this failure come first.
+            ids.extend(std::mem::take(&mut result.rules));
+            result.rules = ids;
+        }
+        _ => {
+            let d = result.detail.take().unwrap_or_default();
+            result.detail = Some(format!("{d}\nalso:\n{text}"));
+            result.rules.extend(ids);
+        }
+    }
+}
+
+/// A judged scenario, kept to judge again what arrives after its verdict.
+#[derive(Debug)]
+pub struct Ledger {
+    /// Its result's position in `Context::results`.
+    index: usize,
+    facts: expect::ScenarioFacts,
+    judged_at: crate::timeline::Stamp,
+}
+
+/// After the last scenario: keep listening for `timers.drain`, then judge
+/// again every scenario that received charging after its verdict. A
+/// StartRequest a second after a failed INVITE is a failure, not silence.
+async fn drain_late_charging(ctx: &Context) {
+    let last = ctx
+        .ledgers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|l| l.judged_at.at)
+        .max();
+    let Some(last) = last else { return };
+    tokio::time::sleep_until((last + ctx.profile.timers.drain).into()).await;
+    let records = ctx.enabler.records();
+    let ledgers = std::mem::take(&mut *ctx.ledgers.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut results = ctx.results.lock().unwrap_or_else(PoisonError::into_inner);
+    for ledger in ledgers {
+        let late: Vec<ChargingRecord> = expect::scenario_records(records.clone(), &ledger.facts)
+            .into_iter()
+            .filter(|r| r.stamp > ledger.judged_at)
+            .collect();
+        let Some(first) = late.first() else { continue };
+        let Some(result) = results.get_mut(ledger.index) else {
+            continue;
+        };
+        let violations = expect::judge_scenario(&ledger.facts, &records);
+        let note = format!(
+            "reopened: {} charging request(s) arrived after the verdict, the first {} ms after it ({})",
+            late.len(),
+            first
+                .stamp
+                .at
+                .saturating_duration_since(ledger.judged_at.at)
+                .as_millis(),
+            world::record_line(first)
+        );
+        add_violations(result, &violations, Some(&note));
+    }
+}
+
+/// Adds a result; returns its position.
+fn push(ctx: &Context, result: ScenarioResult) -> usize {
+    let mut results = ctx.results.lock().unwrap_or_else(PoisonError::into_inner);
+    results.push(result);
+    results.len() - 1
 }

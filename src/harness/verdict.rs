@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::rules::Rule;
+
 /// The outcome of one scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,17 +35,59 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Why a step did not pass. Every failure names its clause and shows what
+/// A broken rule of the catalogue, with what was expected against what was
+/// observed. `subject` says where it broke (`originating PF serving alice`).
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub rule: &'static Rule,
+    pub subject: String,
+    pub expected: String,
+    pub observed: String,
+}
+
+impl Violation {
+    pub fn new(
+        rule: &'static Rule,
+        subject: impl Into<String>,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> Self {
+        Violation {
+            rule,
+            subject: subject.into(),
+            expected: expected.into(),
+            observed: observed.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    /// The first line names the rule broken (id, clause, text); then where,
+    /// and expected against observed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] {}: {}",
+            self.rule.clause, self.rule.id, self.rule.text
+        )?;
+        if !self.subject.is_empty() {
+            write!(f, "\n  where:    {}", self.subject)?;
+        }
+        write!(
+            f,
+            "\n  expected: {}\n  observed: {}",
+            self.expected.replace('\n', "\n            "),
+            self.observed.replace('\n', "\n            ")
+        )
+    }
+}
+
+/// Why a step did not pass. Every failure names its rule and shows what
 /// was expected against what was observed.
 #[derive(Debug, Clone)]
 pub enum StepFailure {
     /// The SUT broke a rule.
-    Fail {
-        clause: String,
-        rule: String,
-        expected: String,
-        observed: String,
-    },
+    Fail(Violation),
     /// A precondition could not be established (the SUT never forwarded the
     /// INVITE, say); says nothing about charging.
     Inconclusive(String),
@@ -54,9 +98,17 @@ pub enum StepFailure {
 impl StepFailure {
     pub fn verdict(&self) -> Verdict {
         match self {
-            StepFailure::Fail { .. } => Verdict::Fail,
+            StepFailure::Fail(_) => Verdict::Fail,
             StepFailure::Inconclusive(_) => Verdict::Inconclusive,
             StepFailure::Harness(_) => Verdict::Error,
+        }
+    }
+
+    /// The rule broken, for a failure.
+    pub fn rule(&self) -> Option<&'static Rule> {
+        match self {
+            StepFailure::Fail(v) => Some(v.rule),
+            _ => None,
         }
     }
 }
@@ -64,17 +116,7 @@ impl StepFailure {
 impl fmt::Display for StepFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StepFailure::Fail {
-                clause,
-                rule,
-                expected,
-                observed,
-            } => write!(
-                f,
-                "[{clause}] {rule}\n  expected: {}\n  observed: {}",
-                expected.replace('\n', "\n            "),
-                observed.replace('\n', "\n            ")
-            ),
+            StepFailure::Fail(v) => v.fmt(f),
             StepFailure::Inconclusive(why) => write!(f, "inconclusive: {why}"),
             StepFailure::Harness(why) => write!(f, "harness error: {why}"),
         }
@@ -96,10 +138,15 @@ pub struct ScenarioResult {
     pub verdict: Verdict,
     /// What failed, with expected against observed.
     pub detail: Option<String>,
+    /// The ids of the rules broken, the first one first (`off.start.after-answer`).
+    pub rules: Vec<&'static str>,
     /// The profile lists this failure as a known deviation, with this reason.
     pub known_deviation: Option<String>,
     /// Warnings: odd but legal things the SUT sent.
     pub warnings: Vec<String>,
+    /// Where each charged function's requests named its served user
+    /// (`the originating PF serving alice: sip:alice.…@… from Subscription-Id`).
+    pub served_users: Vec<String>,
     #[serde(serialize_with = "millis")]
     pub duration: Duration,
 }
@@ -229,6 +276,8 @@ mod tests {
             scenario: "s".into(),
             verdict,
             detail: None,
+            rules: vec![],
+            served_users: vec![],
             known_deviation: known.then(|| "ticket".into()),
             warnings: vec![],
             duration: Duration::ZERO,

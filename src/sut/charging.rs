@@ -27,6 +27,8 @@ pub struct FunctionCharging {
     identity_in_start_only: bool,
     started: bool,
     stopped: bool,
+    /// InterimRequests sent so far.
+    interims: u32,
     deviations: Vec<Deviation>,
 }
 
@@ -66,10 +68,11 @@ impl FunctionCharging {
             calling_party: parties.calling_party.clone(),
             called_party: parties.called_party.clone(),
             call_id: parties.call_id.clone(),
-            next_record: 0,
+            next_record: u32::from(config.deviations.contains(&Deviation::RecordNumberFromOne)),
             identity_in_start_only: charging.served_user_in_start_only,
             started: false,
             stopped: false,
+            interims: 0,
             deviations: config.deviations.clone(),
         })
     }
@@ -96,6 +99,7 @@ impl FunctionCharging {
             record_number,
             origin_host: self.origin_host.clone(),
             served_user: named.then(|| self.served_user.clone()),
+            served_user_source: None,
             role: Some(match self.function {
                 ChargedFunction::OriginatingPf => ChargedRole::OriginatingPf,
                 ChargedFunction::TerminatingPf => ChargedRole::TerminatingPf,
@@ -123,6 +127,10 @@ impl FunctionCharging {
             self.next_record += 1;
             out.push(again);
         }
+        if self.has(Deviation::StopWithStart) {
+            self.stopped = true;
+            out.push(self.request(RecordType::Stop));
+        }
         out
     }
 
@@ -140,7 +148,12 @@ impl FunctionCharging {
         if !self.started || self.stopped {
             return Vec::new();
         }
-        vec![self.request(RecordType::Interim)]
+        self.interims += 1;
+        let mut out = vec![self.request(RecordType::Interim)];
+        if self.has(Deviation::InterimTwicePerReinvite) {
+            out.push(self.request(RecordType::Interim));
+        }
+        out
     }
 
     /// The session ended.
@@ -149,7 +162,13 @@ impl FunctionCharging {
             return Vec::new();
         }
         self.stopped = true;
+        if self.interims > 0 && self.has(Deviation::NoStopAfterInterim) {
+            return Vec::new();
+        }
         let mut out = vec![self.request(RecordType::Stop)];
+        if self.has(Deviation::DuplicateStop) {
+            out.push(self.request(RecordType::Stop));
+        }
         if self.has(Deviation::InterimAfterStop) {
             out.push(self.request(RecordType::Interim));
         }

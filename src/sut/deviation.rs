@@ -36,11 +36,22 @@ pub enum Deviation {
     NewSessionIdOnStop,
     /// An InterimRequest after the StopRequest.
     InterimAfterStop,
+    /// Accounting-Record-Number starts at 1 instead of 0.
+    RecordNumberFromOne,
+    /// A second StopRequest right after the first.
+    DuplicateStop,
+    /// A session that saw an InterimRequest is never stopped (shows only
+    /// where the harness's teardown ends the session).
+    NoStopAfterInterim,
+    /// Two InterimRequests for one re-INVITE.
+    InterimTwicePerReinvite,
+    /// The StopRequest right after the StartRequest, long before any BYE.
+    StopWithStart,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 12] = [
+    pub const ALL: [Deviation; 17] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -53,6 +64,11 @@ impl Deviation {
         Self::RecordNumberSkips,
         Self::NewSessionIdOnStop,
         Self::InterimAfterStop,
+        Self::RecordNumberFromOne,
+        Self::DuplicateStop,
+        Self::NoStopAfterInterim,
+        Self::InterimTwicePerReinvite,
+        Self::StopWithStart,
     ];
 
     /// The name used in configs and on the command line.
@@ -70,6 +86,11 @@ impl Deviation {
             Self::RecordNumberSkips => "record_number_skips",
             Self::NewSessionIdOnStop => "new_session_id_on_stop",
             Self::InterimAfterStop => "interim_after_stop",
+            Self::RecordNumberFromOne => "record_number_from_one",
+            Self::DuplicateStop => "duplicate_stop",
+            Self::NoStopAfterInterim => "no_stop_after_interim",
+            Self::InterimTwicePerReinvite => "interim_twice_per_reinvite",
+            Self::StopWithStart => "stop_with_start",
         }
     }
 
@@ -94,6 +115,15 @@ impl Deviation {
             Self::RecordNumberSkips => "all flows: record numbers start at 0 and rise by one",
             Self::NewSessionIdOnStop => "all flows: one Session-Id from Start to Stop",
             Self::InterimAfterStop => "all flows: Stop last, no Interim after Stop",
+            Self::RecordNumberFromOne => "all flows: record numbers start at 0",
+            Self::DuplicateStop => "all flows: at most one Stop per charging session",
+            Self::NoStopAfterInterim => {
+                "6.2.3.7: every ended session shows its Stop, the teardown's BYE included"
+            }
+            Self::InterimTwicePerReinvite => {
+                "6.2.3.4: exactly one Interim per charged function per modification"
+            }
+            Self::StopWithStart => "6.2.3.7: the Stop comes after the client's BYE",
         }
     }
 

@@ -33,9 +33,12 @@ async fn has_session(w: &mut World, a: String, b: String) -> StepResult {
     answer_invite(w, b, 200).await?;
     // The session's Start requests belong to the setup, not to what follows;
     // without them the scenario's own rule cannot be judged.
-    if let Err(missing) =
-        super::charging::await_every_function(w, crate::charging::ch1::RecordType::Start, "6.2.3.1")
-            .await
+    if let Err(missing) = super::charging::await_every_function(
+        w,
+        crate::charging::ch1::RecordType::Start,
+        &crate::harness::rules::START_ON_ANSWER,
+    )
+    .await
     {
         w.outcome = None;
         return Err(w.inconclusive(format!(
