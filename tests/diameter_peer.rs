@@ -238,8 +238,14 @@ fn requests_before_open_are_refused() {
     );
     s.handle_message(Message::request(271, 3), now);
     assert!(matches!(s.poll_event(), Some(PeerEvent::Warning(_))));
+    assert!(matches!(
+        s.poll_event(),
+        Some(PeerEvent::Closed {
+            reason: CloseReason::NoCapabilitiesExchange { .. }
+        })
+    ));
     assert!(s.poll_transmit().is_none());
-    assert_eq!(s.state(), PeerState::WaitCer);
+    assert_eq!(s.state(), PeerState::Closed);
 }
 
 #[test]
