@@ -23,6 +23,7 @@ pub use ch1::{Ch1Request, Ch1Response, ChargedRole, RecordType};
 pub use client::{ChargingClient, ChargingClientError, ClientConfig, LinkStatus};
 pub use enabler::{
     AnswerOutcome, AnswerSelector, ChargingRecord, ConnectionInfo, Enabler, EnablerConfig,
-    EnablerError, ScriptedAnswer,
+    EnablerError, LinkEvent, LinkEventKind, ScriptedAnswer, Stray,
 };
+pub use link::{Link, LinkAction, LinkConfig, LinkFailure, LinkState, RequestId};
 pub use rf::{MappingError, aca_for, bench_acr_roundtrip};
