@@ -457,6 +457,27 @@ async fn junk_connections_are_kept_as_capped_strays_and_leave_the_sut_alone() {
 }
 
 #[tokio::test]
+async fn a_peer_with_no_common_application_is_refused_and_kept_as_a_stray() {
+    let e = enabler().await;
+    let mut id = LocalIdentity::rf_client("odd.test.invalid", "test.invalid", IP);
+    id.acct_application_ids = vec![16_777_216];
+    id.vendor_specific_applications.clear();
+    let err = ChargingClient::connect_with(e.local_addr(), id, "test.invalid".into(), config())
+        .await
+        .expect_err("5010");
+    assert!(err.to_string().contains("5010"), "{err}");
+    assert!(e.wait_for_strays(1, WAIT).await);
+    let (kept, _) = e.strays();
+    assert!(
+        kept[0].reason.contains("5010") && kept[0].reason.contains("odd.test.invalid"),
+        "{}",
+        kept[0]
+    );
+    assert!(e.link_events().is_empty());
+    assert!(e.wait_for_peer(Duration::from_millis(50)).await.is_none());
+}
+
+#[tokio::test]
 async fn the_reference_sut_starts_without_the_enabler_and_connects_when_it_comes() {
     use cpmcc::profile::{ChargedFunction, Transport};
     use cpmcc::sut::config::{ChargingConfig, SipConfig};

@@ -868,15 +868,14 @@ impl Shared {
             CloseReason::CapabilitiesTimeout => {
                 format!("no CER within {:?}", self.peer_config.capabilities_timeout)
             }
-            CloseReason::NoCommonApplication => {
-                let r = c.remote.clone().unwrap_or_default();
-                format!(
-                    "CER from {:?} ({:?}) names applications {:?}, none served here; answered 5010",
-                    r.origin_host,
-                    r.product_name.as_deref().unwrap_or_default(),
-                    r.application_ids()
-                )
-            }
+            // The peer's warning names the CER's Origin-Host and ids.
+            CloseReason::NoCommonApplication => format!(
+                "answered 5010: {}",
+                c.warnings
+                    .iter()
+                    .find(|w| w.starts_with("CER from"))
+                    .map_or("no common application", String::as_str)
+            ),
             CloseReason::ConnectionLost => match c.warnings.first() {
                 Some(w) => format!("closed before CER/CEA completed ({w})"),
                 None => "closed before sending a CER".to_owned(),
