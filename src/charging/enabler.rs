@@ -131,8 +131,13 @@ impl ChargingRecord {
             0 => String::new(),
             n => format!(" (retransmitted {n}x)"),
         };
+        let protocol = self
+            .protocol_error
+            .as_ref()
+            .map(|e| format!(" [protocol error: {e}]"))
+            .unwrap_or_default();
         format!(
-            "#{} {} from {} -> {ans}{retx}",
+            "#{} {} from {} -> {ans}{retx}{protocol}",
             self.stamp.seq,
             self.message.describe(),
             self.peer
@@ -1137,7 +1142,9 @@ impl Enabler {
             .count()
     }
 
-    /// Every SUT connection seen, open or closed.
+    /// Every SUT connection seen, open or closed, and those still waiting
+    /// for their CER. A connection that closed without completing CER/CEA
+    /// is not here but in [`Enabler::strays`].
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.shared.lock().connections.clone()
     }
