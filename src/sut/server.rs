@@ -18,7 +18,7 @@ use super::charging::{FunctionCharging, SessionParties};
 use super::config::SutConfig;
 use super::deviation::Deviation;
 use crate::charging::ch1::Ch1Request;
-use crate::charging::client::ChargingClient;
+use crate::charging::client::{ChargingClient, ClientConfig};
 use crate::diameter::commands::LocalIdentity;
 use crate::profile::{ChargedFunction, Transport};
 use crate::sip::dialog::{Dialog, new_branch, new_call_id, new_tag};
@@ -69,23 +69,22 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// Starts the reference server: binds SIP, connects to the Charging Enabler
-/// (CER first), starts the admin interface.
+/// Starts the reference server: binds SIP, starts the Diameter client of
+/// the Charging Enabler (it connects in the background, and again whenever
+/// the link drops, so the Enabler may come and go), starts the admin
+/// interface.
 pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
-    // The Charging Enabler first: a server that cannot charge must not take calls.
-    let charging = match &config.charging {
-        Some(c) => {
-            let identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
-            let client = ChargingClient::connect(c.server, identity, c.destination_realm.clone())
-                .await
-                .map_err(|e| SutError::Charging {
-                    address: c.server,
-                    reason: e.to_string(),
-                })?;
-            Some(client)
-        }
-        None => None,
-    };
+    // Like a real server: take calls at once; charging requests wait for the
+    // Charging Enabler's link, in order, and are resent if a link drops.
+    let charging = config.charging.as_ref().map(|c| {
+        let identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
+        ChargingClient::spawn(
+            c.server,
+            identity,
+            c.destination_realm.clone(),
+            ClientConfig::default(),
+        )
+    });
 
     let transport = kind(config.sip.transport);
     let endpoint_config = EndpointConfig {
@@ -928,7 +927,8 @@ fn charge(session: &mut Session, event: impl Fn(&mut FunctionCharging) -> Vec<Ch
     }
 }
 
-/// One ordered sender per charged function.
+/// One ordered sender per charged function: each request waits for the
+/// answer to the one before (the client keeps it while the link is down).
 fn charging_queue(client: ChargingClient) -> mpsc::UnboundedSender<Ch1Request> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Ch1Request>();
     tokio::spawn(async move {
