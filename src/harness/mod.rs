@@ -73,6 +73,14 @@ pub enum RunError {
     NothingSelected { tags: String },
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
+    #[error(
+        "no SUT connected to the Charging Enabler at {address} within {waited:?} (timers.sut_link): \
+         is the SUT's Diameter client configured for this address, and is it running?"
+    )]
+    NoDiameterPeer {
+        address: SocketAddr,
+        waited: Duration,
+    },
 }
 
 fn free(addr: SocketAddr, free_ports: bool) -> SocketAddr {
@@ -189,6 +197,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                         .clone()
                         .unwrap_or_else(|| "32260@3gpp.org".into()),
                     served_user_in_start_only: false,
+                    reconnect_max: None,
                 }),
                 inactivity_timer: profile.stimuli.inactivity_timer,
                 admin: Some(free(embedded.admin, options.free_ports)),
@@ -201,6 +210,41 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         }
         None => (profile.sut.sip.address, None),
     };
+
+    // The SUT's Diameter link is part of the run: a lab starts its server
+    // first, and the server's client connects on its own schedule.
+    if profile.offline().is_some() {
+        let wait = profile.timers.sut_link;
+        let address = enabler.local_addr();
+        eprintln!(
+            "cpmcc: waiting up to {} for the SUT's Diameter client (CER) at {address}",
+            humantime::format_duration(wait)
+        );
+        match enabler.wait_for_peer(wait).await {
+            Some(peer) => eprintln!(
+                "cpmcc: SUT connected over Diameter from {}{}",
+                peer.peer,
+                peer.remote
+                    .as_ref()
+                    .map(|r| format!(
+                        " (Origin-Host {}, Product-Name {})",
+                        crate::report::sanitize::escape(&r.origin_host),
+                        crate::report::sanitize::escape(&r.product_name)
+                    ))
+                    .unwrap_or_default()
+            ),
+            None => {
+                if let Some(sut) = running {
+                    sut.shutdown();
+                }
+                agent.shutdown().await;
+                return Err(RunError::NoDiameterPeer {
+                    address,
+                    waited: wait,
+                });
+            }
+        }
+    }
 
     let context = Arc::new(Context {
         profile: profile.clone(),
@@ -220,6 +264,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     let outcome = run_features(&options, tags, &context).await;
     if outcome.is_ok() {
         drain_late_charging(&context).await;
+        report_link_changes(&context);
     }
 
     let mut results = std::mem::take(
@@ -534,6 +579,7 @@ async fn after_scenario(
         .unwrap_or_else(PoisonError::into_inner)
         .push(Ledger {
             index,
+            started: w.started_at,
             facts,
             judged_at: crate::timeline::stamp(),
         });
@@ -626,8 +672,37 @@ fn add_violations(result: &mut ScenarioResult, violations: &[Violation], note: O
 pub struct Ledger {
     /// Its result's position in `Context::results`.
     index: usize,
+    /// When it began, for the link changes it overlapped.
+    started: crate::timeline::Stamp,
     facts: expect::ScenarioFacts,
     judged_at: crate::timeline::Stamp,
+}
+
+/// A Diameter link that dropped or reopened during the run is reported
+/// with every scenario it overlapped: their charging may be incomplete for a
+/// reason outside the flow under test.
+fn report_link_changes(ctx: &Context) {
+    let events = ctx.enabler.link_events();
+    let ledgers = ctx.ledgers.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut results = ctx.results.lock().unwrap_or_else(PoisonError::into_inner);
+    // The first opening is the run's own start, not a change.
+    let first_open = events
+        .iter()
+        .find(|e| e.kind == crate::charging::enabler::LinkEventKind::Opened)
+        .map(|e| e.stamp);
+    for event in events.iter().filter(|e| Some(e.stamp) != first_open) {
+        for ledger in ledgers.iter() {
+            if ledger.started < event.stamp
+                && event.stamp < ledger.judged_at
+                && let Some(result) = results.get_mut(ledger.index)
+            {
+                result.warnings.push(format!(
+                    "the SUT's Diameter link changed during this scenario: {}",
+                    crate::report::sanitize::escape(&event.to_string())
+                ));
+            }
+        }
+    }
 }
 
 /// After the last scenario: keep listening for `timers.drain`, then judge
@@ -644,9 +719,9 @@ async fn drain_late_charging(ctx: &Context) {
     let Some(last) = last else { return };
     tokio::time::sleep_until((last + ctx.profile.timers.drain).into()).await;
     let records = ctx.enabler.records();
-    let ledgers = std::mem::take(&mut *ctx.ledgers.lock().unwrap_or_else(PoisonError::into_inner));
+    let ledgers = ctx.ledgers.lock().unwrap_or_else(PoisonError::into_inner);
     let mut results = ctx.results.lock().unwrap_or_else(PoisonError::into_inner);
-    for ledger in ledgers {
+    for ledger in ledgers.iter() {
         let late: Vec<ChargingRecord> = expect::scenario_records(records.clone(), &ledger.facts)
             .into_iter()
             .filter(|r| r.stamp > ledger.judged_at)

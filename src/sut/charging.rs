@@ -214,6 +214,7 @@ mod tests {
                 functions: vec![ChargedFunction::OriginatingPf],
                 service_context_id: "s".into(),
                 served_user_in_start_only: false,
+                reconnect_max: None,
             }),
             inactivity_timer: None,
             admin: None,

@@ -63,6 +63,10 @@ pub struct ChargingConfig {
     /// session carry only its Session-Id. Legal, and the harness must cope.
     #[serde(default)]
     pub served_user_in_start_only: bool,
+    /// The longest wait between two attempts to reach the Charging Enabler
+    /// (attempts start at 100 ms and double up to this; default 2 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub reconnect_max: Option<Duration>,
 }
 
 fn default_origin_host() -> String {

@@ -82,7 +82,12 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
             c.server,
             identity,
             c.destination_realm.clone(),
-            ClientConfig::default(),
+            ClientConfig {
+                reconnect_max: c
+                    .reconnect_max
+                    .unwrap_or(ClientConfig::default().reconnect_max),
+                ..ClientConfig::default()
+            },
         )
     });
 
