@@ -235,15 +235,20 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         .offline()
         .map(|o| format!("{:?}", o.ordering).to_lowercase())
         .unwrap_or_else(|| "n/a".into());
-    let mut strays = agent.strays();
-    strays.extend(unclaimed_charging(&context));
-    Ok(Summary {
+    // Strays, bounded: a flood is counted, and only the first few kept.
+    let mut strays = agent.stray_log();
+    for detail in unclaimed_charging(&context) {
+        strays.push("charging request for no test user", &detail);
+    }
+    let mut summary = Summary {
         sut: profile.name.clone(),
         ordering,
         results,
-        strays,
         wall_time: started.elapsed(),
-    })
+        ..Summary::default()
+    };
+    summary.set_strays(&strays);
+    Ok(summary)
 }
 
 /// Charging requests whose served user is no test user of this run: a SUT
@@ -263,13 +268,7 @@ fn unclaimed_charging(context: &Context) -> Vec<String> {
     .collect();
     all.iter()
         .filter(|r| !ours.contains(&r.stamp.seq))
-        .map(|r| {
-            format!(
-                "charging request for no test user from {}: {}",
-                r.peer,
-                r.message.describe()
-            )
-        })
+        .map(|r| format!("from {}: {}", r.peer, r.message.describe()))
         .collect()
 }
 
@@ -284,10 +283,13 @@ async fn run_features(
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            Box::new(std::fs::File::create(path).map_err(|e| RunError::Output {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?)
+            // Step failures quote the wire: escaped, so no line is forged.
+            Box::new(crate::report::sanitize::EscapingWriter::new(
+                std::fs::File::create(path).map_err(|e| RunError::Output {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            ))
         }
         None => Box::new(std::io::sink()),
     };
