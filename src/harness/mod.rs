@@ -72,6 +72,40 @@ pub enum RunError {
     NothingSelected { tags: String },
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
+    #[error(
+        "free ports need the embedded SUT, but profile `{profile}` describes an external one: \
+         it routes test users to harness.sip.listen and sends charging requests to \
+         harness.diameter.listen, so it could not reach the harness on a random port"
+    )]
+    FreePortsWithExternalSut { profile: String },
+}
+
+/// Where the harness listens, once it does (what a SUT must reach).
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub sip: SocketAddr,
+    pub sip_transport: TransportKind,
+    pub diameter: SocketAddr,
+}
+
+/// What a caller may hook into a run; [`run`] uses none.
+#[derive(Default)]
+pub struct RunHooks {
+    /// Called once the harness's SIP and Diameter sockets are bound.
+    pub on_listening: Option<Box<dyn FnOnce(Listening)>>,
+    /// When this resolves (a signal, say), scenarios still running are
+    /// dropped, and the summary holds those that finished, marked
+    /// `interrupted`.
+    pub stop: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+}
+
+impl std::fmt::Debug for RunHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHooks")
+            .field("on_listening", &self.on_listening.is_some())
+            .field("stop", &self.stop.is_some())
+            .finish()
+    }
 }
 
 fn free(addr: SocketAddr, free_ports: bool) -> SocketAddr {
@@ -100,8 +134,20 @@ fn kind(t: Transport) -> TransportKind {
 
 /// Runs the suite and returns its summary.
 pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
+    run_with(options, RunHooks::default()).await
+}
+
+/// [`run`], telling `hooks` where the harness listens and stopping early
+/// when `hooks.stop` resolves.
+pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, RunError> {
     let started = Instant::now();
     let profile = options.profile.clone();
+    // An external SUT reaches the harness only where its profile says.
+    if options.free_ports && profile.sut.embedded.is_none() {
+        return Err(RunError::FreePortsWithExternalSut {
+            profile: profile.name.clone(),
+        });
+    }
     let tags = match &options.tags {
         Some(t) => Some(t.parse::<TagOperation>().map_err(|e| RunError::Tags {
             expression: t.clone(),
@@ -165,6 +211,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             reason: e.to_string(),
         })?;
 
+    if let Some(on_listening) = hooks.on_listening {
+        on_listening(Listening {
+            sip: agent.local_addr(),
+            sip_transport: transport,
+            diameter: reachable(enabler.local_addr()),
+        });
+    }
+
     let mut running = None;
     let (sut_sip, sut_admin) = match &profile.sut.embedded {
         Some(embedded) => {
@@ -215,7 +269,18 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     });
     world::install(context.clone());
 
-    let outcome = run_features(&options, tags, &context).await;
+    // Stopped early, the scenarios still running are dropped unfinished.
+    let mut interrupted = false;
+    let outcome = match hooks.stop {
+        Some(stop) => tokio::select! {
+            outcome = run_features(&options, tags, &context) => outcome,
+            () = stop => {
+                interrupted = true;
+                Ok(())
+            }
+        },
+        None => run_features(&options, tags, &context).await,
+    };
 
     let mut results = std::mem::take(
         &mut *context
@@ -244,6 +309,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         sut: profile.name.clone(),
         ordering,
         results,
+        interrupted,
         wall_time: started.elapsed(),
         ..Summary::default()
     };
