@@ -499,6 +499,7 @@ async fn the_reference_sut_starts_without_the_enabler_and_connects_when_it_comes
             service_context_id: "32260@3gpp.org".into(),
             served_user_in_start_only: false,
             reconnect_max: None,
+            connect_after: None,
         }),
         inactivity_timer: None,
         admin: None,

@@ -104,6 +104,10 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             &["OFF-MOD-01", "OFF-MOD-02", "OFF-MOD-03"],
             "off.stop.every-ended-session",
         )],
+        Deviation::WrongApplicationId => vec![by(
+            &["OFF-INIT-01", "OFF-MOD-01", "OFF-TERM-01"],
+            "dia.rf.application-id",
+        )],
         Deviation::StopWithStart => vec![by(&["OFF-TERM-01", "OFF-TERM-02"], "off.stop.after-bye")],
         Deviation::InterimTwicePerReinvite => vec![by(
             &["OFF-MOD-01", "OFF-MOD-02"],

@@ -39,6 +39,9 @@ pub struct ClientConfig {
     pub reconnect_initial: Duration,
     /// The reconnection backoff grows up to this.
     pub reconnect_max: Duration,
+    /// The first attempt waits this long (a server that connects to its
+    /// charging server on its own schedule, after it started).
+    pub first_attempt_after: Duration,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +53,7 @@ impl Default for ClientConfig {
             peer: PeerConfig::default(),
             reconnect_initial: link.reconnect_initial,
             reconnect_max: link.reconnect_max,
+            first_attempt_after: Duration::ZERO,
         }
     }
 }
@@ -243,7 +247,7 @@ impl ChargingClient {
                 request_timeout: config.request_timeout,
             },
             e2e_base(),
-            now(),
+            now() + config.first_attempt_after,
         );
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(LinkStatus::default());
@@ -322,7 +326,18 @@ impl ChargingClient {
     /// Result-Code is a response, not an error. While the link is down the
     /// request waits for it; a request the link lost is resent with T.
     pub async fn send(&self, req: &Ch1Request) -> Result<Ch1Response, ChargingClientError> {
-        let acr = req.to_acr(&self.inner.setup.identity, &self.inner.destination_realm);
+        self.send_shaped(req, |_| {}).await
+    }
+
+    /// As [`ChargingClient::send`], with the ACR reshaped before it leaves
+    /// (the reference SUT's deviations that get the wire wrong).
+    pub async fn send_shaped(
+        &self,
+        req: &Ch1Request,
+        shape: impl FnOnce(&mut Message),
+    ) -> Result<Ch1Response, ChargingClientError> {
+        let mut acr = req.to_acr(&self.inner.setup.identity, &self.inner.destination_realm);
+        shape(&mut acr);
         let answer = match self.submit(acr).await {
             Ok(a) => a,
             Err(LinkFailure::Timeout { after }) => {

@@ -324,6 +324,16 @@ pub fn judge_scenario(facts: &ScenarioFacts, all: &[ChargingRecord]) -> Vec<Viol
         }
     }
     let records = scenario_records(all.to_vec(), facts);
+    for record in &records {
+        if let Some(why) = &record.protocol_error {
+            out.push(Violation::new(
+                &rules::RF_APPLICATION_ID,
+                record_line(record),
+                "Rf (3) in the header and in Acct-Application-Id",
+                why.clone(),
+            ));
+        }
+    }
     for f in &facts.forbidden {
         let seen: Vec<String> = records
             .iter()

@@ -81,6 +81,40 @@ pub enum RunError {
         address: SocketAddr,
         waited: Duration,
     },
+    #[error(
+        "free ports need the embedded SUT, but profile `{profile}` describes an external one: \
+         it routes test users to harness.sip.listen and sends charging requests to \
+         harness.diameter.listen, so it could not reach the harness on a random port"
+    )]
+    FreePortsWithExternalSut { profile: String },
+}
+
+/// Where the harness listens, once it does (what a SUT must reach).
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub sip: SocketAddr,
+    pub sip_transport: TransportKind,
+    pub diameter: SocketAddr,
+}
+
+/// What a caller may hook into a run; [`run`] uses none.
+#[derive(Default)]
+pub struct RunHooks {
+    /// Called once the harness's SIP and Diameter sockets are bound.
+    pub on_listening: Option<Box<dyn FnOnce(Listening)>>,
+    /// When this resolves (a signal, say), scenarios still running are
+    /// dropped, and the summary holds those that finished, marked
+    /// `interrupted`.
+    pub stop: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+}
+
+impl std::fmt::Debug for RunHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHooks")
+            .field("on_listening", &self.on_listening.is_some())
+            .field("stop", &self.stop.is_some())
+            .finish()
+    }
 }
 
 fn free(addr: SocketAddr, free_ports: bool) -> SocketAddr {
@@ -109,8 +143,20 @@ fn kind(t: Transport) -> TransportKind {
 
 /// Runs the suite and returns its summary.
 pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
+    run_with(options, RunHooks::default()).await
+}
+
+/// [`run`], telling `hooks` where the harness listens and stopping early
+/// when `hooks.stop` resolves.
+pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, RunError> {
     let started = Instant::now();
     let profile = options.profile.clone();
+    // An external SUT reaches the harness only where its profile says.
+    if options.free_ports && profile.sut.embedded.is_none() {
+        return Err(RunError::FreePortsWithExternalSut {
+            profile: profile.name.clone(),
+        });
+    }
     let tags = match &options.tags {
         Some(t) => Some(t.parse::<TagOperation>().map_err(|e| RunError::Tags {
             expression: t.clone(),
@@ -174,6 +220,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             reason: e.to_string(),
         })?;
 
+    if let Some(on_listening) = hooks.on_listening {
+        on_listening(Listening {
+            sip: agent.local_addr(),
+            sip_transport: transport,
+            diameter: reachable(enabler.local_addr()),
+        });
+    }
+
     let mut running = None;
     let (sut_sip, sut_admin) = match &profile.sut.embedded {
         Some(embedded) => {
@@ -198,6 +252,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                         .unwrap_or_else(|| "32260@3gpp.org".into()),
                     served_user_in_start_only: false,
                     reconnect_max: None,
+                    connect_after: None,
                 }),
                 inactivity_timer: profile.stimuli.inactivity_timer,
                 admin: Some(free(embedded.admin, options.free_ports)),
@@ -229,7 +284,9 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                     .map(|r| format!(
                         " (Origin-Host {}, Product-Name {})",
                         crate::report::sanitize::escape(&r.origin_host),
-                        crate::report::sanitize::escape(&r.product_name)
+                        crate::report::sanitize::escape(
+                            r.product_name.as_deref().unwrap_or("(none)")
+                        )
                     ))
                     .unwrap_or_default()
             ),
@@ -261,8 +318,19 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
     });
     world::install(context.clone());
 
-    let outcome = run_features(&options, tags, &context).await;
-    if outcome.is_ok() {
+    // Stopped early, the scenarios still running are dropped unfinished.
+    let mut interrupted = false;
+    let outcome = match hooks.stop {
+        Some(stop) => tokio::select! {
+            outcome = run_features(&options, tags, &context) => outcome,
+            () = stop => {
+                interrupted = true;
+                Ok(())
+            }
+        },
+        None => run_features(&options, tags, &context).await,
+    };
+    if outcome.is_ok() && !interrupted {
         drain_late_charging(&context).await;
         report_link_changes(&context);
     }
@@ -285,15 +353,21 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         .offline()
         .map(|o| format!("{:?}", o.ordering).to_lowercase())
         .unwrap_or_else(|| "n/a".into());
-    let mut strays = agent.strays();
-    strays.extend(unclaimed_charging(&context));
-    Ok(Summary {
+    // Strays, bounded: a flood is counted, and only the first few kept.
+    let mut strays = agent.stray_log();
+    for detail in unclaimed_charging(&context) {
+        strays.push("charging request for no test user", &detail);
+    }
+    let mut summary = Summary {
         sut: profile.name.clone(),
         ordering,
         results,
-        strays,
+        interrupted,
         wall_time: started.elapsed(),
-    })
+        ..Summary::default()
+    };
+    summary.set_strays(&strays);
+    Ok(summary)
 }
 
 /// Charging requests whose served user is no test user of this run: a SUT
@@ -313,13 +387,7 @@ fn unclaimed_charging(context: &Context) -> Vec<String> {
     .collect();
     all.iter()
         .filter(|r| !ours.contains(&r.stamp.seq))
-        .map(|r| {
-            format!(
-                "charging request for no test user from {}: {}",
-                r.peer,
-                r.message.describe()
-            )
-        })
+        .map(|r| format!("from {}: {}", r.peer, r.message.describe()))
         .collect()
 }
 
@@ -334,10 +402,13 @@ async fn run_features(
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            Box::new(std::fs::File::create(path).map_err(|e| RunError::Output {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?)
+            // Step failures quote the wire: escaped, so no line is forged.
+            Box::new(crate::report::sanitize::EscapingWriter::new(
+                std::fs::File::create(path).map_err(|e| RunError::Output {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            ))
         }
         None => Box::new(std::io::sink()),
     };

@@ -180,6 +180,17 @@ impl FunctionCharging {
     }
 }
 
+/// Names the online application (4, Ro) in an ACR's Acct-Application-Id:
+/// the `wrong_application_id` deviation.
+pub fn name_wrong_application(acr: &mut crate::diameter::Message) {
+    use crate::diameter::{Avp, app, code};
+    for a in acr.avps.iter_mut() {
+        if a.code == code::ACCT_APPLICATION_ID {
+            *a = Avp::unsigned32(code::ACCT_APPLICATION_ID, app::CREDIT_CONTROL_RO).mandatory(true);
+        }
+    }
+}
+
 /// Distinguishes this server run in Session-Ids (RFC 6733 §8.8 suggests a
 /// boot-time value in the middle part).
 fn boot_id() -> u64 {
@@ -215,6 +226,7 @@ mod tests {
                 service_context_id: "s".into(),
                 served_user_in_start_only: false,
                 reconnect_max: None,
+                connect_after: None,
             }),
             inactivity_timer: None,
             admin: None,

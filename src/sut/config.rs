@@ -67,6 +67,11 @@ pub struct ChargingConfig {
     /// (attempts start at 100 ms and double up to this; default 2 s).
     #[serde(default, deserialize_with = "duration_opt")]
     pub reconnect_max: Option<Duration>,
+    /// The first attempt to reach the Charging Enabler waits this long after
+    /// the server started (default: at once), as a lab's server started
+    /// before cpmcc connects later, on its own schedule.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub connect_after: Option<Duration>,
 }
 
 fn default_origin_host() -> String {

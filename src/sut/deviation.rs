@@ -47,11 +47,13 @@ pub enum Deviation {
     InterimTwicePerReinvite,
     /// The StopRequest right after the StartRequest, long before any BYE.
     StopWithStart,
+    /// ACRs name application 4 (Ro) in Acct-Application-Id instead of 3 (Rf).
+    WrongApplicationId,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 17] = [
+    pub const ALL: [Deviation; 18] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -69,6 +71,7 @@ impl Deviation {
         Self::NoStopAfterInterim,
         Self::InterimTwicePerReinvite,
         Self::StopWithStart,
+        Self::WrongApplicationId,
     ];
 
     /// The name used in configs and on the command line.
@@ -91,6 +94,7 @@ impl Deviation {
             Self::NoStopAfterInterim => "no_stop_after_interim",
             Self::InterimTwicePerReinvite => "interim_twice_per_reinvite",
             Self::StopWithStart => "stop_with_start",
+            Self::WrongApplicationId => "wrong_application_id",
         }
     }
 
@@ -124,6 +128,7 @@ impl Deviation {
                 "6.2.3.4: exactly one Interim per charged function per modification"
             }
             Self::StopWithStart => "6.2.3.7: the Stop comes after the client's BYE",
+            Self::WrongApplicationId => "RFC 6733: an ACR names the Rf application (3)",
         }
     }
 

@@ -86,6 +86,7 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
                 reconnect_max: c
                     .reconnect_max
                     .unwrap_or(ClientConfig::default().reconnect_max),
+                first_attempt_after: c.connect_after.unwrap_or_default(),
                 ..ClientConfig::default()
             },
         )
@@ -474,7 +475,7 @@ impl Server {
         cfg.functions
             .iter()
             .filter_map(|f| FunctionCharging::new(*f, &self.config, parties, id))
-            .map(|f| (f, charging_queue(client.clone())))
+            .map(|f| (f, charging_queue(client.clone(), &self.config.deviations)))
             .collect()
     }
 
@@ -934,11 +935,22 @@ fn charge(session: &mut Session, event: impl Fn(&mut FunctionCharging) -> Vec<Ch
 
 /// One ordered sender per charged function: each request waits for the
 /// answer to the one before (the client keeps it while the link is down).
-fn charging_queue(client: ChargingClient) -> mpsc::UnboundedSender<Ch1Request> {
+fn charging_queue(
+    client: ChargingClient,
+    deviations: &[Deviation],
+) -> mpsc::UnboundedSender<Ch1Request> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Ch1Request>();
+    let wrong_app = deviations.contains(&Deviation::WrongApplicationId);
     tokio::spawn(async move {
         while let Some(req) = rx.recv().await {
-            if let Err(e) = client.send(&req).await {
+            let sent = client
+                .send_shaped(&req, |acr| {
+                    if wrong_app {
+                        super::charging::name_wrong_application(acr);
+                    }
+                })
+                .await;
+            if let Err(e) = sent {
                 tracing::warn!(error = %e, session = %req.session_id, "reference server: charging request failed");
             }
         }

@@ -85,6 +85,18 @@ pub async fn await_every_function(
     Ok(())
 }
 
+/// Silence proves something only while the SUT could speak: a step that
+/// expects no charging is inconclusive while no SUT peer is connected.
+pub fn require_link(w: &mut World, what: &str) -> StepResult {
+    if w.ctx.enabler.connections().iter().any(|c| c.open) {
+        return Ok(());
+    }
+    let link = diameter_link(w);
+    Err(w.inconclusive(format!(
+        "{what} proves nothing while no SUT peer is connected over Diameter{link}"
+    )))
+}
+
 /// Why no request could have come, when the SUT is not even connected.
 fn diameter_link(w: &World) -> String {
     let connections = w.ctx.enabler.connections();
@@ -117,6 +129,7 @@ async fn none_arrives(w: &mut World, kind: String) -> StepResult {
     // However late one comes, even after the verdict: the run's drain judges it.
     w.forbid(kind, after, rule);
     tokio::time::sleep(w.profile().timers.quiet).await;
+    require_link(w, &format!("no {} arriving", kind.ch1_name()))?;
     let seen: Vec<String> = w
         .scenario_records()
         .iter()

@@ -180,6 +180,7 @@ async fn interim_per_reading(w: &mut World, sender: String) -> StepResult {
 )]
 async fn silent_for_holder(w: &mut World, holder: String) -> StepResult {
     tokio::time::sleep(w.profile().timers.hold_back).await;
+    super::charging::require_link(w, "no charging while an answer is held back")?;
     let after = w.watermark;
     for function in w.offline_functions() {
         if w.served_user(function).as_deref() != Some(holder.as_str()) {
@@ -207,6 +208,7 @@ async fn silent_for_holder(w: &mut World, holder: String) -> StepResult {
 #[then(regex = r"^no CH-1 request arrives while .+ holds? back (?:his|her|their) answers?$")]
 async fn silent_while_held(w: &mut World) -> StepResult {
     tokio::time::sleep(w.profile().timers.hold_back).await;
+    super::charging::require_link(w, "no charging while an answer is held back")?;
     let after = w.watermark;
     let early: Vec<String> = w
         .scenario_records()
