@@ -186,7 +186,22 @@ fn the_lenient_reading_of_6_2_3_4_accepts_an_interim_on_re_invite_receipt() {
         &[&args[..], &["--deviation", "no_interim_on_reinvite"]].concat(),
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("6.2.3.4"), "{}", text(&o));
+    assert!(
+        text(&o).contains("off.interim.on-modification"),
+        "{}",
+        text(&o)
+    );
+    // … and neither does an Interim before the re-INVITE arrived.
+    let o = cpmcc(
+        &dir,
+        &[&args[..], &["--deviation", "interim_with_start"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("[6.2.3.4 (lenient)] off.interim.after-reinvite"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

@@ -108,6 +108,13 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             &["OFF-INIT-01", "OFF-MOD-01", "OFF-TERM-01"],
             "dia.rf.application-id",
         )],
+        Deviation::InterimWithStart => vec![
+            by(&["OFF-MOD-01", "OFF-MOD-02"], "off.interim.after-answer"),
+            by(
+                &["OFF-INIT-01", "OFF-TERM-01"],
+                "off.interim.one-per-modification",
+            ),
+        ],
         Deviation::StopWithStart => vec![by(&["OFF-TERM-01", "OFF-TERM-02"], "off.stop.after-bye")],
         Deviation::InterimTwicePerReinvite => vec![by(
             &["OFF-MOD-01", "OFF-MOD-02"],
@@ -261,5 +268,32 @@ fn main() {
         outcomes.len() - caught
     );
     let _ = std::fs::remove_dir_all(&dir);
+    // Every rule that binds the SUT is proved by a deviation that breaks it,
+    // or by the test named here; a rule nothing breaks is a hole.
+    let proved_elsewhere: &[(&str, &str)] = &[
+        (
+            "off.interim.after-reinvite",
+            "tests/cli.rs the_lenient_reading_of_6_2_3_4_…",
+        ),
+        (
+            "profile.service-context-id",
+            "tests/external_sut.rs a_service_context_id_pinned_by_the_profile_is_asserted",
+        ),
+    ];
+    for rule in cpmcc::harness::rules::ALL {
+        if rule.owner != cpmcc::harness::rules::Owner::Sut {
+            continue;
+        }
+        let by_deviation = Deviation::ALL
+            .iter()
+            .any(|d| must_fail(*d).iter().any(|c| c.rule == rule.id));
+        let elsewhere = proved_elsewhere.iter().any(|(id, _)| *id == rule.id);
+        if !by_deviation && !elsewhere {
+            problems.push(format!(
+                "rule {} is broken by no deviation and proved by no named test",
+                rule.id
+            ));
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }

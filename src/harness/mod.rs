@@ -822,3 +822,91 @@ fn push(ctx: &Context, result: ScenarioResult) -> usize {
     results.push(result);
     results.len() - 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charging::ch1::Ch1Request;
+    use crate::charging::enabler::AnswerOutcome;
+    use crate::timeline::stamp;
+
+    fn record(answer: AnswerOutcome) -> ChargingRecord {
+        let req = Ch1Request::start("sid;1").served_user("sip:alice.1x@test.invalid");
+        let (_, local) = crate::charging::rf::sample_acr_start();
+        ChargingRecord {
+            stamp: stamp(),
+            peer: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
+            message: req.to_acr(&local, "cdf.test.invalid"),
+            ch1: Ok(req),
+            warnings: Vec::new(),
+            answer,
+            retransmissions: 0,
+            protocol_error: None,
+        }
+    }
+
+    fn result(verdict: Verdict) -> ScenarioResult {
+        ScenarioResult {
+            feature: "f".into(),
+            clause: "6.2.3.1".into(),
+            test_purpose: "TP".into(),
+            scenario: "s".into(),
+            verdict,
+            detail: None,
+            rules: Vec::new(),
+            served_users: Vec::new(),
+            known_deviation: None,
+            warnings: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_unanswered_request_breaks_the_harness_rule() {
+        let answered = record(AnswerOutcome::Answered {
+            result_code: 2001,
+            stamp: stamp(),
+        });
+        assert!(harness_rules(std::slice::from_ref(&answered)).is_none());
+        let withheld = record(AnswerOutcome::Withheld);
+        let v = harness_rules(&[answered, withheld]).map(|v| v.rule.id);
+        assert_eq!(v, Some("harness.every-request-answered"));
+        assert_eq!(rules::EVERY_REQUEST_ANSWERED.owner, rules::Owner::Harness);
+    }
+
+    #[test]
+    fn a_broken_rule_turns_a_pass_into_a_failure_named_by_it_first() {
+        let v = Violation::new(&rules::NO_START_ON_FAILURE, "s", "no Start", "Start #0");
+        let mut r = result(Verdict::Pass);
+        add_violations(&mut r, std::slice::from_ref(&v), Some("reopened: late"));
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.rules, ["off.start.none-on-failure"]);
+        let detail = r.detail.clone().unwrap_or_default();
+        assert!(detail.starts_with("reopened: late\n[6.2.3.1] off.start.none-on-failure"));
+        // The same rule again adds nothing; another is added after it.
+        add_violations(&mut r, &[v], None);
+        assert_eq!(r.detail.as_deref(), Some(detail.as_str()));
+        let other = Violation::new(&rules::ONE_START, "s", "1", "2");
+        add_violations(&mut r, &[other], None);
+        assert_eq!(
+            r.rules,
+            ["off.start.none-on-failure", "off.session.one-start"]
+        );
+        // An inconclusive scenario that broke a rule failed; an error stays an error.
+        let mut r = result(Verdict::Inconclusive);
+        add_violations(
+            &mut r,
+            &[Violation::new(&rules::ONE_START, "", "", "")],
+            None,
+        );
+        assert_eq!(r.verdict, Verdict::Fail);
+        let mut r = result(Verdict::Error);
+        add_violations(
+            &mut r,
+            &[Violation::new(&rules::ONE_START, "", "", "")],
+            None,
+        );
+        assert_eq!(r.verdict, Verdict::Error);
+        assert_eq!(r.rules, ["off.session.one-start"]);
+    }
+}

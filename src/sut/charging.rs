@@ -127,6 +127,10 @@ impl FunctionCharging {
             self.next_record += 1;
             out.push(again);
         }
+        if self.has(Deviation::InterimWithStart) {
+            self.interims += 1;
+            out.push(self.request(RecordType::Interim));
+        }
         if self.has(Deviation::StopWithStart) {
             self.stopped = true;
             out.push(self.request(RecordType::Stop));

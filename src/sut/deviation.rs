@@ -49,11 +49,13 @@ pub enum Deviation {
     StopWithStart,
     /// ACRs name application 4 (Ro) in Acct-Application-Id instead of 3 (Rf).
     WrongApplicationId,
+    /// An InterimRequest right after the StartRequest, before any re-INVITE.
+    InterimWithStart,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 18] = [
+    pub const ALL: [Deviation; 19] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -72,6 +74,7 @@ impl Deviation {
         Self::InterimTwicePerReinvite,
         Self::StopWithStart,
         Self::WrongApplicationId,
+        Self::InterimWithStart,
     ];
 
     /// The name used in configs and on the command line.
@@ -95,6 +98,7 @@ impl Deviation {
             Self::InterimTwicePerReinvite => "interim_twice_per_reinvite",
             Self::StopWithStart => "stop_with_start",
             Self::WrongApplicationId => "wrong_application_id",
+            Self::InterimWithStart => "interim_with_start",
         }
     }
 
@@ -129,6 +133,7 @@ impl Deviation {
             }
             Self::StopWithStart => "6.2.3.7: the Stop comes after the client's BYE",
             Self::WrongApplicationId => "RFC 6733: an ACR names the Rf application (3)",
+            Self::InterimWithStart => "6.2.3.4: the Interim follows the re-INVITE (either reading)",
         }
     }
 
