@@ -428,9 +428,21 @@ fn flood_bends_no_verdict(name: &str, how: Flood) {
     // Nothing the flood sent reaches the terminal unescaped.
     assert_clean_output(&flooded.stdout);
     assert!(
-        flooded.stdout.contains("belonged to no scenario"),
+        flooded
+            .stdout
+            .contains(&format!("{stray_total} message(s) belonged to no scenario")),
         "{context}"
     );
+    assert!(
+        flooded.stdout.contains(&format!(
+            "… and {} more ({} listed in the JSON summary)",
+            stray_total.saturating_sub(20),
+            kept.len()
+        )),
+        "{context}"
+    );
+    let log = std::fs::read_to_string(scratch(name).join("cucumber.log")).unwrap();
+    assert!(!log.contains(['\r', '\x1b']), "cucumber log unescaped");
     assert!(flooded.stdout.trim_end().ends_with(": FAIL"), "{context}");
     assert!(
         !flooded.stderr.contains(['\x1b', '\r']),
