@@ -358,6 +358,15 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
     for detail in unclaimed_charging(&context) {
         strays.push("charging request for no test user", &detail);
     }
+    // What reached the Diameter port and was no SUT peer's charging.
+    let (diameter, total) = enabler.strays();
+    for s in &diameter {
+        strays.push("Diameter junk", &s.to_string());
+    }
+    strays.count_more(
+        "Diameter junk",
+        (total as u64).saturating_sub(diameter.len() as u64),
+    );
     let mut summary = Summary {
         sut: profile.name.clone(),
         ordering,
