@@ -14,12 +14,19 @@
 //!   [`link::Link`].
 
 pub mod ch1;
+pub mod ch2;
 pub mod client;
 pub mod enabler;
 pub mod link;
 pub mod rf;
+pub mod ro;
 
 pub use ch1::{Ch1Request, Ch1Response, ChargedRole, RecordType};
+pub use ch2::{
+    Ch2Request, Ch2Response, CreditGrant, CreditRequest, FailureHandling, FinalUnitAction,
+    ReportingReason, RequestType, RequestedAction, ServiceKey, ServiceUnits, TriggerArming,
+    TriggerType,
+};
 pub use client::{ChargingClient, ChargingClientError, ClientConfig, LinkStatus};
 pub use enabler::{
     AnswerOutcome, AnswerSelector, ChargingRecord, ConnectionInfo, Enabler, EnablerConfig,
@@ -27,3 +34,4 @@ pub use enabler::{
 };
 pub use link::{Link, LinkAction, LinkConfig, LinkFailure, LinkState, RequestId};
 pub use rf::{MappingError, aca_for, bench_acr_roundtrip};
+pub use ro::{RoMappingError, ro_client_identity};
