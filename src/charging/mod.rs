@@ -15,6 +15,7 @@
 
 pub mod ch1;
 pub mod ch2;
+pub mod charging_request;
 pub mod client;
 pub mod enabler;
 pub mod link;
@@ -27,6 +28,7 @@ pub use ch2::{
     ReportingReason, RequestType, RequestedAction, ServiceKey, ServiceUnits, TriggerArming,
     TriggerType,
 };
+pub use charging_request::{ChargingRequest, Interface, RequestKind};
 pub use client::{ChargingClient, ChargingClientError, ClientConfig, LinkStatus};
 pub use enabler::{
     AnswerOutcome, AnswerSelector, ChargingRecord, ConnectionInfo, Enabler, EnablerConfig,
