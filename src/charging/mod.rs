@@ -19,6 +19,7 @@ pub mod charging_request;
 pub mod client;
 pub mod enabler;
 pub mod link;
+pub mod ocs;
 pub mod online_rules;
 pub mod rf;
 pub mod ro;
@@ -36,6 +37,7 @@ pub use enabler::{
     EnablerError, LinkEvent, LinkEventKind, ScriptedAnswer, Stray,
 };
 pub use link::{Link, LinkAction, LinkConfig, LinkFailure, LinkState, RequestId};
+pub use ocs::{Ocs, OcsAnswer, OcsConfig, OcsDecision, OcsExchange, OcsSelector, OcsSession};
 pub use online_rules::{OnlineRule, OnlineViolation, check_online_session};
 pub use rf::{MappingError, aca_for, bench_acr_roundtrip};
 pub use ro::{RoMappingError, ro_client_identity};
