@@ -24,6 +24,8 @@ use super::ch2::{
     ServiceKey, ServiceUnits, TriggerArming, TriggerType,
 };
 use super::online_rules::{OnlineViolation, check_online_session};
+use super::ro::RoMappingError;
+use crate::diameter::{LocalIdentity, Message, dictionary, error_answer, result};
 
 /// How the OCS answers when no script says otherwise.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,6 +283,40 @@ impl OcsDecision {
     }
 }
 
+/// What [`Ocs::handle_ccr`] made of one CCR.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CcrOutcome {
+    /// The request as read and the OCS's decision (None when the CCR could
+    /// not be read as CH-2).
+    pub request: Option<(Ch2Request, OcsDecision)>,
+    /// Everything odd about the CCR (for the report).
+    pub warnings: Vec<String>,
+    /// Why the CCR was refused before the OCS saw it (5001, 5005, 5004).
+    pub error: Option<String>,
+    /// The CCA and when to send it (None: withheld).
+    pub answer: Option<(Message, Instant)>,
+}
+
+impl CcrOutcome {
+    fn refused(ccr: &Message, local: &LocalIdentity, e: &RoMappingError, now: Instant) -> Self {
+        CcrOutcome {
+            request: None,
+            warnings: Vec::new(),
+            error: Some(format!("{e}; answered {}", e.result_code())),
+            answer: Some((
+                error_answer(
+                    ccr,
+                    local,
+                    e.result_code(),
+                    e.failed_avp(),
+                    Some(&e.to_string()),
+                ),
+                now,
+            )),
+        }
+    }
+}
+
 /// One request of a session (first transmission) and what became of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OcsExchange {
@@ -463,6 +499,52 @@ impl Ocs {
             };
         }
         self.decide(req, now)
+    }
+
+    /// The whole Ro seam for the Enabler's task: a CCR as received in, the
+    /// CCA to send (and when) out. Unknown AVPs with the M bit get 5001
+    /// with Failed-AVP, an unreadable required AVP 5005/5004, both sent at
+    /// once and not recorded in any session; a CCR with the T flag goes to
+    /// [`Ocs::handle_retransmission`]. The CCA keeps the CCR's hop-by-hop
+    /// and end-to-end ids.
+    pub fn handle_ccr(&mut self, ccr: &Message, local: &LocalIdentity, now: Instant) -> CcrOutcome {
+        if let Err(avp) = dictionary::check_mandatory(ccr) {
+            let name = dictionary::avp_name(avp.code, avp.vendor_id);
+            return CcrOutcome {
+                request: None,
+                warnings: Vec::new(),
+                error: Some(format!("unknown AVP {name} with the M bit; answered 5001")),
+                answer: Some((
+                    error_answer(
+                        ccr,
+                        local,
+                        result::AVP_UNSUPPORTED,
+                        Some(avp),
+                        Some(&format!("AVP {name} not supported")),
+                    ),
+                    now,
+                )),
+            };
+        }
+        let (req, warnings) = match Ch2Request::from_ccr_with_warnings(ccr) {
+            Ok(x) => x,
+            Err(e) => return CcrOutcome::refused(ccr, local, &e, now),
+        };
+        let decision = if ccr.header.is_retransmit() {
+            self.handle_retransmission(&req, now)
+        } else {
+            self.handle_request(&req, now)
+        };
+        let answer = match &decision {
+            OcsDecision::Answer { response, at, .. } => Some((response.to_cca(ccr, local), *at)),
+            OcsDecision::Withhold { .. } => None,
+        };
+        CcrOutcome {
+            request: Some((req, decision)),
+            warnings,
+            error: None,
+            answer,
+        }
     }
 
     fn decide(&mut self, req: &Ch2Request, now: Instant) -> OcsDecision {
