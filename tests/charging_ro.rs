@@ -552,3 +552,50 @@ fn missing_or_invalid_required_avps_say_which() {
         "a request is no answer"
     );
 }
+
+#[test]
+fn odd_cca_reads_with_warnings() {
+    let (req, local) = sample_ccr_initial();
+    let ccr = req.to_ccr(&local, "ocs.test.invalid");
+    let mut cca = ccr.answer();
+    cca.push(Avp::unsigned32(code::RESULT_CODE, 2001));
+    // Trigger at the top level, vendorless Trigger-Type inside it; an MSCC
+    // with a 32-bit CC-Total-Octets and a Final-Unit-Indication with no
+    // action; an unknown AVP.
+    cca.push(
+        Avp::grouped(code::TRIGGER, vec![Avp::enumerated(code::TRIGGER_TYPE, 51)])
+            .vendor(VENDOR_3GPP),
+    );
+    cca.push(Avp::grouped(
+        code::MULTIPLE_SERVICES_CREDIT_CONTROL,
+        vec![
+            Avp::grouped(
+                code::GRANTED_SERVICE_UNIT,
+                vec![Avp::unsigned32(code::CC_TOTAL_OCTETS, 1000)],
+            ),
+            Avp::grouped(code::FINAL_UNIT_INDICATION, vec![]),
+        ],
+    ));
+    cca.push(Avp::octets(777, vec![0]));
+    let (r, w) = Ch2Response::from_cca_with_warnings(&cca).unwrap();
+    assert_eq!(
+        r.triggers,
+        TriggerArming::Arm(vec![TriggerType::ChangeInThresholdOfParticipantsNmb])
+    );
+    assert_eq!(r.credits[0].granted.unwrap().total_octets, Some(1000));
+    assert_eq!(r.credits[0].final_unit_action, None);
+    assert_eq!(
+        r.request_type, None,
+        "not echoed: None, and said so nowhere fatal"
+    );
+    let all = w.join("\n");
+    for needle in [
+        "Trigger at the top level",
+        "Trigger-Type without vendor",
+        "Unsigned64 expected",
+        "without Final-Unit-Action",
+        "AVP 777",
+    ] {
+        assert!(all.contains(needle), "no warning about {needle}:\n{all}");
+    }
+}

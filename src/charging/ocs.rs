@@ -328,6 +328,9 @@ pub struct OcsExchange {
     pub received: Instant,
     /// When the response is due (None: withheld).
     pub answer_at: Option<Instant>,
+    /// Charging Trigger Conditions armed when it arrived (what the SUT was
+    /// told to report on; the flows' 6.3.3.3 checks need it).
+    pub armed_before: Vec<TriggerType>,
     /// Index of the script that answered it (None: the default).
     pub script: Option<usize>,
     /// How many times it was retransmitted (T flag).
@@ -456,6 +459,12 @@ impl Ocs {
         self.scripts.len() - 1
     }
 
+    /// Drops the scripts `keep` says no to (e.g. those of a scenario that
+    /// ended); indices of the others shift down.
+    pub fn retain_scripts(&mut self, mut keep: impl FnMut(&OcsSelector, &OcsAnswer) -> bool) {
+        self.scripts.retain(|s| keep(&s.selector, &s.answer));
+    }
+
     /// How many requests script `index` has answered.
     pub fn script_uses(&self, index: usize) -> Option<u32> {
         self.scripts.get(index).map(|s| s.used)
@@ -579,12 +588,14 @@ impl Ocs {
         };
         let response = (!answer.withhold).then(|| respond(&self.config, req, &answer));
         let at = now + answer.delay;
+        let armed_before = session.armed.clone();
         session.record(req, response.as_ref());
         session.exchanges.push(OcsExchange {
             request: req.clone(),
             response: response.clone(),
             received: now,
             answer_at: response.as_ref().map(|_| at),
+            armed_before,
             script: index,
             retransmissions: 0,
         });
@@ -1102,8 +1113,25 @@ mod tests {
         );
         ocs.handle_request(&update("a", 2, 1), t0);
         assert!(ocs.session("a").unwrap().armed.is_empty());
+        let before: Vec<_> = ocs
+            .session("a")
+            .unwrap()
+            .exchanges
+            .iter()
+            .map(|e| e.armed_before.len())
+            .collect();
+        assert_eq!(before, vec![0, 1, 1], "armed when each request arrived");
+        ocs.retain_scripts(|_, a| a.triggers != TriggerArming::DisarmAll);
+        ocs.handle_request(&update("a", 3, 1), t0);
+        ocs.handle_request(&Ch2Request::initial("b").request_units(s(1)), t0);
+        assert_eq!(
+            ocs.session("b").unwrap().armed,
+            vec![TriggerType::ChangeInParticipantsNmb],
+            "the arming script is kept"
+        );
+        assert_eq!(ocs.script_uses(1), None, "the disarming one is gone");
         let ids: Vec<_> = ocs.sessions().map(|s| s.session_id.as_str()).collect();
-        assert_eq!(ids, vec!["a"]);
+        assert_eq!(ids, vec!["a", "b"], "in order of arrival");
         let l = ocs.session("a").unwrap();
         assert_eq!(l.served_user.as_deref(), Some(ALICE));
         assert_eq!(l.final_unit_sent, None);

@@ -530,7 +530,10 @@ impl Ch2Request {
 
         let mut unknown_avps = Vec::new();
         for a in &msg.avps {
-            if dictionary::lookup(a.code, a.vendor_id).is_none() {
+            // Vendorless Service-Information and Trigger were read above
+            // (with a warning); keeping them would send them twice.
+            let read_anyway = a.is(code::SERVICE_INFORMATION, None) || a.is(code::TRIGGER, None);
+            if dictionary::lookup(a.code, a.vendor_id).is_none() && !read_anyway {
                 w.push(format!(
                     "unknown AVP {} kept",
                     dictionary::avp_name(a.code, a.vendor_id)
