@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
@@ -598,4 +599,96 @@ fn odd_cca_reads_with_warnings() {
     ] {
         assert!(all.contains(needle), "no warning about {needle}:\n{all}");
     }
+}
+
+#[test]
+fn vendorless_service_information_is_read_once_not_kept_twice() {
+    let m = Message::request(272, 4)
+        .with(Avp::utf8(code::SESSION_ID, "s"))
+        .with(Avp::enumerated(code::CC_REQUEST_TYPE, 1))
+        .with(Avp::unsigned32(code::CC_REQUEST_NUMBER, 0))
+        .with(Avp::grouped(
+            code::SERVICE_INFORMATION,
+            vec![
+                Avp::grouped(
+                    code::POC_INFORMATION,
+                    vec![Avp::unsigned32(code::NUMBER_OF_PARTICIPANTS, 2).vendor(VENDOR_3GPP)],
+                )
+                .vendor(VENDOR_3GPP),
+            ],
+        ));
+    let (r, w) = Ch2Request::from_ccr_with_warnings(&m).unwrap();
+    assert!(r.service_information);
+    assert_eq!(r.participants, Some(2));
+    assert!(r.unknown_avps.is_empty(), "{:?}", r.unknown_avps);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("Service-Information (873) without vendor")),
+        "{w:?}"
+    );
+}
+
+/// Wireshark's 3GPP dictionary must find nothing malformed in our CCR.
+#[test]
+fn tshark_finds_nothing_malformed() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        println!("note: tshark not installed; skipping the Wireshark check");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("cpmcc-tshark-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The CCR, then a CCA granting units with Validity-Time, a
+    // Final-Unit-Indication and an armed Trigger (two packets).
+    let ccr = golden_ccr();
+    let (req, _) = sample_ccr_initial();
+    let mut resp = Ch2Response::for_request(&req, 2001);
+    resp.credits.push(CreditGrant {
+        service: req.credits[0].service,
+        result_code: Some(2001),
+        granted: Some(ServiceUnits::seconds(60)),
+        validity_time: Some(600),
+        final_unit_action: Some(FinalUnitAction::Terminate),
+    });
+    resp.triggers = TriggerArming::Arm(vec![TriggerType::ChangeInThresholdOfParticipantsNmb]);
+    resp.failure_handling = Some(FailureHandling::Continue);
+    let cca = resp.to_cca(&ccr, &server());
+    let mut dump = String::new();
+    for bytes in [ccr.encode(), cca.encode()] {
+        for (i, c) in bytes.chunks(16).enumerate() {
+            dump.push_str(&format!(
+                "{:06x} {}\n",
+                i * 16,
+                c.iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+    }
+    let txt = dir.join("ccr.txt");
+    let pcap = dir.join("ccr.pcap");
+    std::fs::write(&txt, dump).unwrap();
+    let st = Command::new("text2pcap")
+        .args(["-q", "-T", "40000,3868"])
+        .arg(&txt)
+        .arg(&pcap)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .arg("-V")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(text.contains("Diameter Protocol"), "{text}");
+    assert!(text.contains("CC-Request-Type"), "{text}");
+    assert!(text.contains("Requested-Service-Unit"), "{text}");
+    assert!(text.contains("Granted-Service-Unit"), "{text}");
+    assert!(text.contains("Final-Unit-Action"), "{text}");
+    assert!(text.contains("Trigger-Type"), "{text}");
+    assert!(!text.contains("Malformed"), "{text}");
+    assert!(!text.contains("[Expert Info (Error"), "{text}");
 }
