@@ -251,3 +251,95 @@ fn unreadable_ccrs_are_refused_before_the_ocs_and_recorded_nowhere() {
         "one Initial, answered"
     );
 }
+
+/// Random sessions, scripts and resends: the ledger always agrees with the
+/// answers it gave, resends never count, debits never exceed reports.
+#[test]
+fn ledger_invariants_hold_over_generated_sessions() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = StdRng::seed_from_u64(2026);
+    let t0 = Instant::now();
+    for case in 0..300 {
+        let mut ocs = Ocs::new(OcsConfig::default());
+        for _ in 0..rng.random_range(0..4) {
+            let kind = RequestType::ALL[rng.random_range(0..3)];
+            let sel = OcsSelector::any().kind(kind).nth(rng.random_range(1..4));
+            let answer = match rng.random_range(0..6) {
+                0 => OcsAnswer::refuse([4010, 4012, 5030][rng.random_range(0..3)]),
+                1 => OcsAnswer::refuse_service(4012),
+                2 => OcsAnswer::no_answer(),
+                3 => OcsAnswer::grant(ServiceUnits::seconds(rng.random_range(1..100)))
+                    .after(Duration::from_millis(rng.random_range(0..5000))),
+                4 => OcsAnswer::success().arm([TriggerType::ChangeInParticipantsNmb]),
+                _ => OcsAnswer::success().disarm(),
+            };
+            ocs.script(sel, answer);
+        }
+        let sid = format!("case{case}");
+        let n = rng.random_range(1..8u32);
+        let mut now = t0;
+        let mut sent = 0u32;
+        let mut resent = 0u32;
+        let mut first_answers: Vec<Option<Ch2Response>> = Vec::new();
+        for k in 0..n {
+            let kind = match k {
+                0 => RequestType::Initial,
+                _ if k == n - 1 => RequestType::Termination,
+                _ => RequestType::Update,
+            };
+            let mut req = Ch2Request::new(kind, &sid, k);
+            if kind != RequestType::Termination {
+                req = req.request_units(ServiceUnits::seconds(rng.random_range(0..120)));
+            }
+            if kind != RequestType::Initial {
+                req = req.report_used(
+                    ServiceUnits::seconds(rng.random_range(0..120)),
+                    ReportingReason::QuotaExhausted,
+                );
+            }
+            now += Duration::from_millis(rng.random_range(0..3000));
+            let d = ocs.handle_request(&req, now);
+            sent += 1;
+            first_answers.push(d.response().cloned());
+            while rng.random_bool(0.3) {
+                now += Duration::from_millis(rng.random_range(0..3000));
+                let again = ocs.handle_retransmission(&req, now);
+                resent += 1;
+                assert!(again.is_retransmission());
+                assert_eq!(again.response(), d.response(), "case {case}: same answer");
+                if let (Some(a), Some(b)) = (again.at(), d.at()) {
+                    assert_eq!(a, b.max(now), "case {case}: never earlier than planned");
+                }
+            }
+        }
+        let s = ocs.session(&sid).unwrap();
+        assert_eq!(s.exchanges.len() as u32, sent, "case {case}");
+        assert_eq!(s.retransmissions(), resent, "case {case}");
+        let answers: Vec<Option<Ch2Response>> =
+            s.exchanges.iter().map(|e| e.response.clone()).collect();
+        assert_eq!(answers, first_answers, "case {case}");
+        let granted = answers
+            .iter()
+            .flatten()
+            .filter(|r| r.is_success())
+            .filter_map(Ch2Response::granted_units)
+            .fold(ServiceUnits::default(), |a, b| a.plus(&b));
+        assert_eq!(s.granted, granted, "case {case}");
+        assert!(
+            s.debited.time.unwrap_or(0) <= s.reported_used.time.unwrap_or(0),
+            "case {case}"
+        );
+        assert_eq!(
+            s.initial_refused,
+            answers[0].as_ref().is_some_and(|r| !r.is_success()),
+            "case {case}"
+        );
+        assert!(s.terminated == (n > 1), "case {case}");
+        assert!(
+            s.reserved.is_empty() || n == 1,
+            "case {case}: released at the end"
+        );
+    }
+}
