@@ -37,7 +37,9 @@ pub use enabler::{
     EnablerError, LinkEvent, LinkEventKind, ScriptedAnswer, Stray,
 };
 pub use link::{Link, LinkAction, LinkConfig, LinkFailure, LinkState, RequestId};
-pub use ocs::{Ocs, OcsAnswer, OcsConfig, OcsDecision, OcsExchange, OcsSelector, OcsSession};
+pub use ocs::{
+    CcrOutcome, Ocs, OcsAnswer, OcsConfig, OcsDecision, OcsExchange, OcsSelector, OcsSession,
+};
 pub use online_rules::{OnlineRule, OnlineViolation, check_online_session};
 pub use rf::{MappingError, aca_for, bench_acr_roundtrip};
 pub use ro::{RoMappingError, ro_client_identity};
