@@ -189,7 +189,7 @@ impl Agent {
                 message::from_tag(response).and_then(|tag| routes.tags.get(&tag).cloned())
             }
             TxEvent::Timeout { key } => routes.transactions.get(key).cloned(),
-            TxEvent::Stray { .. } => None,
+            TxEvent::Stray { .. } | TxEvent::Rejected { .. } => None,
         }
     }
 
@@ -209,6 +209,12 @@ impl Agent {
             TxEvent::Timeout { key } => format!("timeout of an unowned transaction {key:?}"),
             TxEvent::Stray { reason, source } => {
                 format!("unreadable message from {}: {reason}", source.addr)
+            }
+            TxEvent::Rejected { reason, source, .. } => {
+                format!(
+                    "request from {} answered by the endpoint: {reason}",
+                    source.addr
+                )
             }
         };
         lock(&self.routes).strays.push(note);
@@ -355,5 +361,6 @@ pub fn describe(event: &TxEvent) -> String {
         }
         TxEvent::Timeout { .. } => "transaction timeout".into(),
         TxEvent::Stray { reason, .. } => format!("unreadable: {reason}"),
+        TxEvent::Rejected { reason, .. } => format!("rejected: {reason}"),
     }
 }
