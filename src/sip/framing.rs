@@ -936,12 +936,22 @@ fn check_header(name: &str, value: &str) -> Result<Option<Leniency>, ParseError>
     Ok(None)
 }
 
+/// Whether rsip's reading of `text` is faithful: it writes back the same
+/// text and found the user part there is (rsip takes `a.b@host` or
+/// `sips%3Au%40x@host` whole for a host, RFC 4475 esc01).
+fn read_right(uri: &rsip::Uri, text: &str) -> bool {
+    let has_user = text
+        .split_once(':')
+        .is_some_and(|(_, rest)| rest.contains('@'));
+    uri.auth.is_some() == has_user && uri.to_string() == text
+}
+
 /// The Request-URI as rsip reads it or, when rsip refuses its user part
 /// (RFC 4475 semiuri, intmeth: `;`, `?`, `,`... are legal there), rsip's
 /// reading of the rest with the user part and password kept as sent.
 fn liberal_uri(uri: &str) -> Option<rsip::Uri> {
     if let Ok(u) = rsip::Uri::try_from(uri)
-        && u.to_string() == uri
+        && read_right(&u, uri)
     {
         return Some(u);
     }
@@ -1064,7 +1074,7 @@ fn read(bytes: &[u8], datagram: bool) -> Result<Parsed, ParseError> {
                 // rsip reads some legal user parts wrongly without an error
                 // (RFC 4475 intmeth): what it read must write back the same.
                 Ok(mut r) => {
-                    if r.uri.to_string() != uri
+                    if !read_right(&r.uri, uri)
                         && let Some(liberal) = liberal_uri(uri)
                     {
                         r.uri = liberal;
