@@ -217,22 +217,10 @@ pub struct ViaInfo {
 
 /// Parses a Via value such as `SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport`.
 pub fn parse_via(value: &str) -> Option<ViaInfo> {
-    let mut parts = value.split(';');
-    let head = parts.next()?;
-    // "SIP / 2.0 / UDP host:port" → tokens without spaces around '/'.
-    let mut compact = String::new();
-    let mut pending_space = false;
-    for ch in head.trim().chars() {
-        if ch.is_whitespace() {
-            pending_space = true;
-            continue;
-        }
-        if pending_space && ch != '/' && !compact.ends_with('/') {
-            compact.push(' ');
-        }
-        pending_space = false;
-        compact.push(ch);
-    }
+    // "SIP / 2.0 / UDP host : port ; branch = x" → "SIP/2.0/UDP host:port;branch=x".
+    let tight = super::framing::tighten_via(value);
+    let mut parts = tight.split(';');
+    let compact = parts.next()?.trim();
     let (proto, sent_by) = compact.split_once(' ')?;
     let transport = proto.rsplit('/').next()?.to_ascii_uppercase();
     let sent_by = sent_by.trim().to_ascii_lowercase();
