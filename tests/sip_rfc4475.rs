@@ -940,3 +940,57 @@ async fn intmeth_over_udp_gets_a_501_on_the_wire() {
     assert!(buf[..n].starts_with(b"SIP/2.0 501 Not Implemented\r\n"));
     endpoint.shutdown().await;
 }
+
+/// Cheap mutation fuzzing seeded with every RFC 4475 message: no input may
+/// panic the reader, the stream decoder or the transaction layer.
+#[test]
+fn mutated_torture_messages_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut seeds = Vec::new();
+    for kind in ["valid", "invalid"] {
+        let dir = format!(
+            "{}/fixtures/wire/rfc4475/{kind}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "sip") {
+                seeds.push(std::fs::read(path).unwrap());
+            }
+        }
+    }
+    assert_eq!(seeds.len(), 32, "13 valid and 19 invalid messages");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4475);
+    let mut layer = TransactionLayer::new(Timers::default());
+    let now = Instant::now();
+    let alphabet = b"\r\n \t:;,<>\"@=/\\[]?%0123456789zZ\x00\x7f\xd0\xff";
+    for i in 0..20_000 {
+        let mut m = seeds[i % seeds.len()].clone();
+        for _ in 0..rng.random_range(1..6) {
+            let at = rng.random_range(0..m.len().max(1));
+            match rng.random_range(0..3) {
+                0 if !m.is_empty() => {
+                    m.remove(at.min(m.len() - 1));
+                }
+                1 => m.insert(
+                    at.min(m.len()),
+                    alphabet[rng.random_range(0..alphabet.len())],
+                ),
+                _ => m.truncate(at),
+            }
+        }
+        for parsed in [read_datagram(&m), read_message(&m)].into_iter().flatten() {
+            match parsed.reading {
+                Reading::Message(msg) => layer.handle_incoming(msg, source(), now),
+                Reading::Extension(e) => layer.handle_extension(e, source(), now),
+            }
+        }
+        while layer.poll_event().is_some() {}
+        while layer.poll_transmit().is_some() {}
+        let mut d = StreamDecoder::new();
+        d.push(&m);
+        while let Ok(Some(msg)) = d.next_message() {
+            let _ = read_message(&msg);
+        }
+    }
+}

@@ -7,10 +7,19 @@
 //!   [`rsip::SipMessage`]. rsip 0.4 is strict where RFC 3261 is liberal: it
 //!   does not know compact header names (`v:`, `i:`, `l:` ...), does not unfold
 //!   continuation lines, rejects whitespace before the colon and bare-LF line
-//!   ends, and keeps a comma-separated `Via: a, b` as one header. We normalise
-//!   those forms first (RFC 4475 collects them), then hand the text to rsip.
+//!   ends, keeps a comma-separated `Via: a, b` as one header, loses a tag
+//!   written `; tag = x`, misreads some legal Request-URI user parts, and has
+//!   no room for an extension method. We normalise those forms first (RFC 4475
+//!   collects them), then hand the text to rsip; a message already in rsip's
+//!   form goes to rsip as it is (the fast path).
+//! - [`read_message`] / [`read_datagram`] also return a request with an
+//!   extension method (as [`ExtensionRequest`]) and the [`Leniency`]s a message
+//!   needed: what RFC 4475 §3.1.2 calls invalid but lets a liberal receiver
+//!   read. Everything else it calls invalid is a typed [`ParseError`].
 //! - [`encode`] writes a message with a correct Content-Length and the body
 //!   bytes verbatim (rsip's `Display` would lossily re-encode a non-UTF-8 body).
+
+use std::borrow::Cow;
 
 use thiserror::Error;
 
@@ -274,24 +283,74 @@ fn is_canonical(head: &str, body_len: usize) -> bool {
         if name.len() < 2 || name.contains([' ', '\t']) || value.is_empty() || untrimmed(value) {
             return false;
         }
-        if is_content_length(name) {
-            if content_length.is_some() {
-                return false;
+        let kind = header_kind(name);
+        let odd = match kind {
+            HeaderKind::ContentLength => {
+                if content_length.is_some() {
+                    return false;
+                }
+                match value.parse::<usize>() {
+                    Ok(n) => content_length = Some(n),
+                    Err(_) => return false,
+                }
+                false
             }
-            match value.parse::<usize>() {
-                Ok(n) => content_length = Some(n),
-                Err(_) => return false,
+            HeaderKind::Via => value.contains(',') || !is_tight_via(value),
+            HeaderKind::Address { list } => {
+                (list && value.contains(',')) || !is_tight_address(value)
             }
-        } else if (is_list_header(name) && value.contains(','))
-            || (name.eq_ignore_ascii_case("via") && tighten_via(value) != value)
-            || (is_address_header(name) && tighten(value).0 != value)
-            || !matches!(check_header(name, value), Ok(None))
-        {
-            // Faults are judged by the slow path, on unfolded values.
+            HeaderKind::CSeq => false,
+            HeaderKind::Other => continue,
+        };
+        // Faults are judged by the slow path, on unfolded values.
+        if odd || !matches!(check_header(kind, name, value), Ok(None)) {
             return false;
         }
     }
     content_length == Some(body_len)
+}
+
+/// What the reader does with a header field, by name (full names; the slow
+/// path expands compact ones first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeaderKind {
+    Via,
+    CSeq,
+    ContentLength,
+    /// name-addr / addr-spec values with header parameters; `list` when
+    /// several may share one line (RFC 3261 §7.3.1).
+    Address {
+        list: bool,
+    },
+    Other,
+}
+
+fn header_kind(name: &str) -> HeaderKind {
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    let single = HeaderKind::Address { list: false };
+    let list = HeaderKind::Address { list: true };
+    match name.len() {
+        1 => match name.as_bytes()[0].to_ascii_lowercase() {
+            b'v' => HeaderKind::Via,
+            b'l' => HeaderKind::ContentLength,
+            b'f' | b't' | b'r' | b'b' => single,
+            b'm' => list,
+            _ => HeaderKind::Other,
+        },
+        2 if is("to") => single,
+        3 if is("via") => HeaderKind::Via,
+        4 if is("from") => single,
+        4 if is("cseq") => HeaderKind::CSeq,
+        5 if is("route") => list,
+        7 if is("contact") => list,
+        8 if is("reply-to") || is("refer-to") => single,
+        11 if is("referred-by") => single,
+        12 if is("record-route") => list,
+        14 if is("content-length") => HeaderKind::ContentLength,
+        19 if is("p-asserted-identity") => single,
+        20 if is("p-preferred-identity") => single,
+        _ => HeaderKind::Other,
+    }
 }
 
 fn is_content_length(name: &str) -> bool {
@@ -614,21 +673,26 @@ fn start_line(line: &str) -> Result<(StartLine<'_>, Option<Leniency>), ParseErro
         }
         return Ok((StartLine::Response { code: n, reason }, lenient));
     }
-    let parts: Vec<&str> = line.split(' ').collect();
-    let (parts, lenient) = if parts.len() == 3 && parts.iter().all(|p| !p.is_empty()) {
-        (parts, None)
-    } else {
-        let loose: Vec<&str> = line.split_whitespace().collect();
-        (
-            loose,
-            Some(Leniency::StartLineWhitespace { line: line.into() }),
-        )
-    };
-    let [method, uri, version] = parts[..] else {
-        return Err(bad_start(
-            line,
-            "a request line is Method SP Request-URI SP SIP-Version",
-        ));
+    let mut strict = line.splitn(3, ' ');
+    let (method, uri, version, lenient) = match (strict.next(), strict.next(), strict.next()) {
+        (Some(m), Some(u), Some(v))
+            if !m.is_empty() && !u.is_empty() && !v.is_empty() && !v.contains(' ') =>
+        {
+            (m, u, v, None)
+        }
+        _ => {
+            let mut loose = line.split_whitespace();
+            let (Some(m), Some(u), Some(v), None) =
+                (loose.next(), loose.next(), loose.next(), loose.next())
+            else {
+                return Err(bad_start(
+                    line,
+                    "a request line is Method SP Request-URI SP SIP-Version",
+                ));
+            };
+            let lenient = Leniency::StartLineWhitespace { line: line.into() };
+            (m, u, v, Some(lenient))
+        }
     };
     if !is_token(method) {
         return Err(bad_start(line, "the method is not a token"));
@@ -651,24 +715,6 @@ fn start_line(line: &str) -> Result<(StartLine<'_>, Option<Leniency>), ParseErro
         }
     }
     Ok((StartLine::Request { method, uri }, lenient))
-}
-
-/// Header fields holding name-addr / addr-spec values with header parameters.
-fn is_address_header(name: &str) -> bool {
-    [
-        "from",
-        "to",
-        "contact",
-        "route",
-        "record-route",
-        "reply-to",
-        "refer-to",
-        "referred-by",
-        "p-asserted-identity",
-        "p-preferred-identity",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Drops the linear whitespace RFC 3261 allows around `;`, `=` (and inside
@@ -725,6 +771,65 @@ fn tighten(value: &str) -> (String, bool) {
     (out, angle_ws)
 }
 
+/// Whether [`tighten`] would leave an address value as it is; answers
+/// without allocating (the fast path asks it of every From, To, Contact).
+/// `false` only sends the value to the slow path.
+fn is_tight_address(value: &str) -> bool {
+    let b = value.as_bytes();
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut seen_angle = false;
+    for (i, &c) in b.iter().enumerate() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_quotes = true,
+            b'<' => seen_angle = true,
+            b'\t' => return false,
+            b' ' => {
+                // Only single spaces between display-name words stay.
+                let tight = |x: u8| matches!(x, b' ' | b'\t' | b';' | b'=' | b',');
+                if seen_angle || i == 0 || i + 1 == b.len() || tight(b[i - 1]) || tight(b[i + 1]) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Whether [`tighten_via`] would leave a Via value as it is, without
+/// allocating: single spaces in sent-protocol / sent-by only between words,
+/// none in the parameters.
+fn is_tight_via(value: &str) -> bool {
+    let (head, params) = value.split_at(value.find(';').unwrap_or(value.len()));
+    let b = head.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\t' | b',' | b'=' | b'"' | b'<' => return false,
+            b' ' => {
+                let tight = |x: u8| matches!(x, b' ' | b'/' | b':');
+                if i == 0 || i + 1 == b.len() || tight(b[i - 1]) || tight(b[i + 1]) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    !params
+        .bytes()
+        .any(|c| matches!(c, b' ' | b'\t' | b'"' | b','))
+}
+
 /// A Via value with the whitespace RFC 3261 allows taken out:
 /// `SIP / 2.0 / UDP host : 5060 ; branch = x` → `SIP/2.0/UDP host:5060;branch=x`.
 pub(crate) fn tighten_via(value: &str) -> String {
@@ -773,14 +878,13 @@ fn address_params(value: &str) -> &str {
     ""
 }
 
-/// Splits `;a=1;b;c="x;y"` into (name, value) pairs, names as written.
-fn split_params(params: &str) -> Vec<(&str, Option<&str>)> {
-    let mut out = Vec::new();
+/// Calls `f` with each (name, value) of `;a=1;b;c="x;y"`, names as written,
+/// until it returns `true`; returns whether it did.
+fn any_param<'a>(params: &'a str, mut f: impl FnMut(&'a str, Option<&'a str>) -> bool) -> bool {
     let mut in_quotes = false;
     let mut escaped = false;
     let mut start = 0;
-    let bytes = params.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in params.as_bytes().iter().enumerate() {
         if in_quotes {
             if escaped {
                 escaped = false;
@@ -794,22 +898,26 @@ fn split_params(params: &str) -> Vec<(&str, Option<&str>)> {
         match b {
             b'"' => in_quotes = true,
             b';' => {
-                if i > start {
-                    out.push(param_pair(&params[start..i]));
-                } else if i > 0 {
-                    out.push(("", None));
+                if i > start || i > 0 {
+                    let (n, v) = param_pair(&params[start..i]);
+                    if f(n, v) {
+                        return true;
+                    }
                 }
                 start = i + 1;
             }
             _ => {}
         }
     }
-    if start < params.len() {
-        out.push(param_pair(&params[start..]));
-    } else if start > 0 && start == params.len() {
-        out.push(("", None));
+    if start < params.len() || start > 0 {
+        let (n, v) = param_pair(&params[start..]);
+        return f(n, v);
     }
-    out
+    false
+}
+
+fn has_empty_param(params: &str) -> bool {
+    any_param(params, |n, _| n.is_empty())
 }
 
 fn param_pair(piece: &str) -> (&str, Option<&str>) {
@@ -823,11 +931,20 @@ fn param_pair(piece: &str) -> (&str, Option<&str>) {
 /// header value (From, To, Contact...), however much whitespace the peer
 /// put around `;` and `=`; quotes around the value are kept.
 pub fn header_param(value: &str, name: &str) -> Option<String> {
-    let (tight, _) = tighten(value);
-    split_params(address_params(&tight))
-        .into_iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.unwrap_or_default().to_string())
+    let tight: Cow<str> = if is_tight_address(value) {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(tighten(value).0)
+    };
+    let mut found = None;
+    any_param(address_params(&tight), |n, v| {
+        let hit = n.eq_ignore_ascii_case(name);
+        if hit {
+            found = Some(v.unwrap_or_default().to_string());
+        }
+        hit
+    });
+    found
 }
 
 fn bad_header(name: &str, value: &str, reason: &'static str) -> ParseError {
@@ -838,28 +955,28 @@ fn bad_header(name: &str, value: &str, reason: &'static str) -> ParseError {
     }
 }
 
-/// Checks one (tightened, single) value of a header the harness relies on;
-/// returns what it forgives.
-fn check_header(name: &str, value: &str) -> Result<Option<Leniency>, ParseError> {
-    if name.eq_ignore_ascii_case("via") {
-        let tight = tighten_via(value);
-        let (head, params) = tight.split_once(';').unwrap_or((&tight, ""));
+/// Checks one (single) value of a header the harness relies on; returns
+/// what it forgives.
+fn check_header(kind: HeaderKind, name: &str, value: &str) -> Result<Option<Leniency>, ParseError> {
+    if kind == HeaderKind::Via {
+        let tight: Cow<str> = if is_tight_via(value) {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(tighten_via(value))
+        };
+        let (head, params) = tight.split_at(tight.find(';').unwrap_or(tight.len()));
         let mut it = head.split_whitespace();
         let proto = it.next().unwrap_or_default();
         let sent_by = it.next();
         if proto.split('/').count() != 3 || sent_by.is_none() || it.next().is_some() {
             return Err(bad_header(name, value, "not SIP/2.0/transport sent-by"));
         }
-        if !params.is_empty()
-            && split_params(&format!(";{params}"))
-                .iter()
-                .any(|(n, _)| n.is_empty())
-        {
+        if has_empty_param(params) {
             return Err(bad_header(name, value, "an empty parameter"));
         }
         return Ok(None);
     }
-    if name.eq_ignore_ascii_case("cseq") {
+    if kind == HeaderKind::CSeq {
         let mut it = value.split_whitespace();
         let (Some(seq), Some(method), None) = (it.next(), it.next(), it.next()) else {
             return Err(bad_header(name, value, "not sequence-number SP method"));
@@ -878,11 +995,16 @@ fn check_header(name: &str, value: &str) -> Result<Option<Leniency>, ParseError>
         }
         return Ok(None);
     }
-    if is_address_header(name) {
-        if value == "*" && name.eq_ignore_ascii_case("contact") {
+    if let HeaderKind::Address { list } = kind {
+        if value == "*" && list {
             return Ok(None);
         }
-        let (tight, angle_ws) = tighten(value);
+        let (tight, angle_ws) = if is_tight_address(value) {
+            (Cow::Borrowed(value), false)
+        } else {
+            let (t, ws) = tighten(value);
+            (Cow::Owned(t), ws)
+        };
         let mut quotes = 0usize;
         let mut escaped = false;
         for ch in value.chars() {
@@ -898,7 +1020,7 @@ fn check_header(name: &str, value: &str) -> Result<Option<Leniency>, ParseError>
             return Err(bad_header(name, value, "an unterminated quoted string"));
         }
         let params = address_params(&tight);
-        if split_params(params).iter().any(|(n, _)| n.is_empty()) {
+        if has_empty_param(params) {
             return Err(bad_header(name, value, "an empty parameter"));
         }
         match tight.find('<') {
@@ -1009,20 +1131,21 @@ fn read(bytes: &[u8], datagram: bool) -> Result<Parsed, ParseError> {
             declared = Some(n);
             continue; // re-added below with the real length
         }
+        let kind = header_kind(name);
         let values = if is_list_header(name) && value.trim() != "*" {
             split_list(value)
         } else {
             vec![value.clone()]
         };
         for v in values {
-            if let Some(l) = check_header(name, &v)? {
+            if let Some(l) = check_header(kind, name, &v)? {
                 leniencies.push(l);
             }
-            let v = if name.eq_ignore_ascii_case("via") {
+            let v = if kind == HeaderKind::Via {
                 tighten_via(&v)
-            } else if is_address_header(name) {
+            } else if matches!(kind, HeaderKind::Address { .. }) {
                 tighten(&v).0
-            } else if name.eq_ignore_ascii_case("cseq") {
+            } else if kind == HeaderKind::CSeq {
                 v.split_whitespace().collect::<Vec<_>>().join(" ")
             } else {
                 v
@@ -1238,6 +1361,12 @@ mod fast_path_tests {
             CLEAN.replace("\r\nFrom", "\nFrom"),
             CLEAN.replace("branch=z9hG4bK1", "branch=z9hG4bK1, SIP/2.0/UDP 5.6.7.8"),
             CLEAN.replace("INVITE sip", "INVITE  sip"),
+            CLEAN.replace(">;tag=1", "> ;tag=1"),
+            CLEAN.replace(";tag=1", ";tag = 1"),
+            CLEAN.replace("SIP/2.0/UDP 1.2.3.4:5060", "SIP/2.0/UDP 1.2.3.4 : 5060"),
+            CLEAN.replace("SIP/2.0/UDP", "SIP / 2.0 / UDP"),
+            CLEAN.replace("<sip:bob@x>", "< sip:bob@x >"),
+            CLEAN.replace("INVITE sip:bob@x", "NEWMETHOD sip:bob@x"),
         ] {
             let (h, b) = find_header_end(odd.as_bytes()).unwrap();
             assert!(!is_canonical(&odd[..h], odd.len() - b), "{odd:?}");
@@ -1275,6 +1404,38 @@ mod tests {
                 "<sip:z,w@q>".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn tightness_checks_agree_with_tightening() {
+        for v in [
+            "<sip:a@b>;tag=1",
+            "\"A B\" <sip:a@b>;tag=1",
+            "A B <sip:a@b>;tag=1",
+            "A  B <sip:a@b>",
+            " <sip:a@b>",
+            "<sip:a@b> ",
+            "<sip:a@b> ;tag=1",
+            "<sip:a@b>;tag= 1",
+            "< sip:a@b>",
+            "sip:a@b;tag=1",
+            "sip:a@b ; tag=1",
+            "\"x ; y\" <sip:a@b>",
+            "A\t<sip:a@b>",
+        ] {
+            assert_eq!(is_tight_address(v), tighten(v).0 == v, "{v:?}");
+        }
+        for v in [
+            "SIP/2.0/UDP h:5060;branch=z9hG4bK1",
+            "SIP/2.0/UDP h : 5060;branch=z9hG4bK1",
+            "SIP / 2.0 / UDP h;branch=z9hG4bK1",
+            "SIP/2.0/UDP  h",
+            "SIP/2.0/UDP h ;branch=x",
+            "SIP/2.0/UDP h;branch = x",
+            "SIP/2.0/UDP [::1]:5060;rport",
+        ] {
+            assert_eq!(is_tight_via(v), tighten_via(v) == v, "{v:?}");
+        }
     }
 
     #[test]
