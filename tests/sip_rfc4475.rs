@@ -994,3 +994,87 @@ fn mutated_torture_messages_never_panic() {
         }
     }
 }
+
+/// The bug this reading fixes: a SUT that writes the tag behind whitespace
+/// or a folded line (legal, wsinv) used to make every message to that user
+/// a stray. Over real UDP, through the Agent: a response and an in-dialog
+/// request so written both reach their user, and nothing is a stray.
+#[tokio::test]
+async fn tags_behind_whitespace_route_to_their_user_not_to_the_strays() {
+    use cpmcc::sip::agent::Agent;
+    let agent = Agent::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        TransportKind::Udp,
+        "test.invalid",
+    )
+    .await
+    .unwrap();
+    let mut alice = agent.user("alice.ws1");
+    let tag = alice.new_tag();
+    let sut = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sut_addr = sut.local_addr().unwrap();
+    let agent_addr = agent.local_addr();
+
+    // Alice asks; the SUT answers with From: <...> ;\r\n tag = <tag>.
+    let options = cpmcc::sip::message::parse_request(format!(
+        "OPTIONS sip:sut@test.invalid SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {agent_addr};branch=z9hG4bKws1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice.ws1@test.invalid>;tag={tag}\r\n\
+         To: <sip:sut@test.invalid>\r\n\
+         Call-ID: ws1@test\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+    .unwrap();
+    alice
+        .send_request(options, Target::udp(sut_addr))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sut.recv_from(&mut buf))
+        .await
+        .expect("no OPTIONS at the SUT")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"OPTIONS "));
+    let answer = format!(
+        "SIP/2.0 200 OK\r\n\
+         v: SIP/2.0/UDP {agent_addr} ; branch = z9hG4bKws1\r\n\
+         FROM : <sip:alice.ws1@test.invalid> ;\r\n tag = {tag}\r\n\
+         t: <sip:sut@test.invalid>;TAG=s1\r\n\
+         i: ws1@test\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         l: 0\r\n\r\n"
+    );
+    sut.send_to(answer.as_bytes(), agent_addr).await.unwrap();
+    let got = alice
+        .next_event(
+            |e| matches!(&e.event, TxEvent::Response { .. }),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(got.is_some(), "the 200 reached alice: {:?}", agent.strays());
+
+    // An in-dialog request from the SUT with the To tag behind a fold.
+    let bye = format!(
+        "BYE sip:alice.ws1@test.invalid SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {sut_addr};branch=z9hG4bKws2\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:sut@test.invalid>;tag=s1\r\n\
+         To: <sip:alice.ws1@test.invalid>\r\n\t;  tag  =  {tag}\r\n\
+         Call-ID: ws1@test\r\n\
+         CSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    sut.send_to(bye.as_bytes(), agent_addr).await.unwrap();
+    let got = alice
+        .next_event(
+            |e| matches!(&e.event, TxEvent::Request { .. }),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(got.is_some(), "the BYE reached alice: {:?}", agent.strays());
+    assert_eq!(agent.strays(), Vec::<String>::new());
+    agent.shutdown().await;
+}
