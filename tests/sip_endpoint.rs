@@ -312,7 +312,7 @@ async fn garbage_becomes_stray_events_and_the_endpoint_survives() {
     // A keep-alive datagram is not a Stray.
     a.send_raw(b"\r\n\r\n".to_vec(), udp).await.unwrap();
     // A framed but unparseable message on TCP: Stray, the connection lives.
-    a.send_raw(b"HELLO\r\nContent-Length: 0\r\n\r\n".to_vec(), tcp)
+    a.send_raw(b"OPTIONS sip:b SIP/2.0\r\nno colon\r\n\r\n".to_vec(), tcp)
         .await
         .unwrap();
     let TxEvent::Stray { source, .. } = next(&mut b_rx).await else {

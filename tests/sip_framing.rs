@@ -282,3 +282,213 @@ fn mutated_messages_never_panic() {
         }
     }
 }
+
+/// An OPTIONS whose From, To, Via and CSeq lines a case replaces.
+fn with_lines(from: &str, to: &str, via: &str, cseq: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\n{via}\r\n{from}\r\n{to}\r\nCall-ID: c1\r\n{cseq}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+const VIA: &str = "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1";
+const FROM: &str = "From: <sip:x@127.0.0.1>;tag=a";
+const TO: &str = "To: <sip:a@127.0.0.1>";
+const CSEQ: &str = "CSeq: 1 OPTIONS";
+
+fn request(bytes: &[u8]) -> rsip::Request {
+    match parse_message(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+    {
+        rsip::SipMessage::Request(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// RFC 3261 §7.3.1 / §25.1: LWS (folding included) around ';', '=', ':' and
+/// ',', any case of header and parameter names, compact names, quoted
+/// strings holding ';', ',', '<' and escaped quotes: the tag is read.
+#[test]
+fn tags_are_read_in_every_form_rfc_3261_allows() {
+    use cpmcc::sip::message::{from_tag, to_tag};
+    for (from, tag) in [
+        ("From: <sip:x@h> ; tag = 1928", "1928"),
+        ("From: <sip:x@h>\r\n ;tag=folded", "folded"),
+        ("From: <sip:x@h>;\r\n\ttag=\r\n  deep", "deep"),
+        ("FROM:<sip:x@h>;TAG=Upper", "Upper"),
+        ("from  :  <sip:x@h>;Tag=t", "t"),
+        ("f: \"Bob \\\"the, builder\\\"\" <sip:x@h>;tag=q", "q"),
+        ("From: \"semi;tag=no\" <sip:x@h;tag=uri>;tag=yes", "yes"),
+        ("From: sip:x@h;tag=addrspec", "addrspec"),
+        ("From: sip:x@h ; tag = spaced", "spaced"),
+        ("From: Bob <sip:x@h>;x-y=\"a;tag=no\";tag=after", "after"),
+        ("F: <sip:x@h>;tag=compact", "compact"),
+    ] {
+        let r = request(&with_lines(from, TO, VIA, CSEQ));
+        assert_eq!(from_tag(&r).as_deref(), Some(tag), "{from}");
+        assert_eq!(to_tag(&r), None, "{from}");
+    }
+    for (to, tag) in [
+        ("To: <sip:a@h> ;tag= 77", "77"),
+        ("t:sip:a@h;TAG=c", "c"),
+        ("To :\r\n <sip:a@h>\r\n ;\r\n tag\r\n =\r\n z", "z"),
+    ] {
+        let r = request(&with_lines(FROM, to, VIA, CSEQ));
+        assert_eq!(to_tag(&r).as_deref(), Some(tag), "{to}");
+        assert_eq!(from_tag(&r).as_deref(), Some("a"), "{to}");
+    }
+}
+
+#[test]
+fn via_parameters_survive_whitespace_case_folding_and_lists() {
+    /// Via line, top sent-by, branch, received, rport, number of Vias.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<Option<u16>>,
+        usize,
+    );
+    let cases: [Case; 5] = [
+        (
+            "Via: SIP / 2.0 / UDP 10.0.0.1 : 5060 ; branch = z9hG4bKa ; received = 192.0.2.1 ; rport = 5061",
+            "10.0.0.1:5060",
+            "z9hG4bKa",
+            Some("192.0.2.1"),
+            Some(Some(5061)),
+            1,
+        ),
+        (
+            "v: SIP/2.0/UDP h1;BRANCH=z9hG4bKb;RPort, SIP/2.0/TCP h2;branch=z9hG4bKc",
+            "h1",
+            "z9hG4bKb",
+            None,
+            Some(None),
+            2,
+        ),
+        (
+            "VIA: SIP/2.0/UDP h1\r\n ;branch=z9hG4bKd ,\r\n\tSIP/2.0/TCP h2;branch=z9hG4bKe",
+            "h1",
+            "z9hG4bKd",
+            None,
+            None,
+            2,
+        ),
+        (
+            "Via: SIP/2.0/UDP h1;branch=z9hG4bKf\r\nv: SIP/2.0/UDP h2;branch=z9hG4bKg",
+            "h1",
+            "z9hG4bKf",
+            None,
+            None,
+            2,
+        ),
+        (
+            "Via: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKh;received=2001:db8::2",
+            "[2001:db8::1]:5060",
+            "z9hG4bKh",
+            Some("2001:db8::2"),
+            None,
+            1,
+        ),
+    ];
+    for (via, sent_by, branch, received, rport, count) in cases {
+        let r = request(&with_lines(FROM, TO, via, CSEQ));
+        let top = top_via(&r.headers).unwrap_or_else(|| panic!("{via}"));
+        assert_eq!(top.sent_by, sent_by, "{via}");
+        assert_eq!(top.branch.as_deref(), Some(branch), "{via}");
+        assert_eq!(top.received.as_deref(), received, "{via}");
+        assert_eq!(top.rport, rport, "{via}");
+        let n = r
+            .headers
+            .iter()
+            .filter(|h| matches!(h, rsip::Header::Via(_)))
+            .count();
+        assert_eq!(n, count, "{via}");
+    }
+}
+
+#[test]
+fn cseq_call_id_and_content_length_in_liberal_forms() {
+    for cseq in [
+        "CSeq: 0001 OPTIONS",
+        "cseq:1\r\n OPTIONS",
+        "CSEQ :  1   OPTIONS",
+    ] {
+        let r = request(&with_lines(FROM, TO, VIA, cseq));
+        assert_eq!(cseq_of(&r.headers), Some((1, "OPTIONS".into())), "{cseq}");
+    }
+    let text = String::from_utf8(OPTIONS.to_vec()).unwrap();
+    for (a, b) in [
+        ("Call-ID: c1", "i:c1"),
+        ("Call-ID: c1", "call-id :\r\n c1"),
+        ("Content-Length: 4", "l:4"),
+        ("Content-Length: 4", "CONTENT-LENGTH :\r\n 4"),
+    ] {
+        let msg = text.replace(a, b);
+        let r = request(msg.as_bytes());
+        assert_eq!(call_id_of(&r.headers).as_deref(), Some("c1"), "{b}");
+        assert_eq!(r.body, b"body", "{b}");
+    }
+}
+
+#[test]
+fn contact_lists_split_outside_quotes_and_brackets() {
+    let text = String::from_utf8(OPTIONS.to_vec()).unwrap().replace(
+        "Call-ID: c1\r\n",
+        "Call-ID: c1\r\nm: \"a \\\"b, c\\\"\" <sip:x@h;p=1,2> ; q = 0.5 , <sip:y@h>,sip:z@h;expires=60\r\n",
+    );
+    let r = request(text.as_bytes());
+    let contacts: Vec<String> = r
+        .headers
+        .iter()
+        .filter_map(|h| match h {
+            rsip::Header::Contact(c) => Some(c.value().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        contacts,
+        [
+            "\"a \\\"b, c\\\"\" <sip:x@h;p=1,2>;q=0.5",
+            "<sip:y@h>",
+            "sip:z@h;expires=60"
+        ]
+    );
+}
+
+#[test]
+fn a_stream_without_a_sip_start_line_is_refused() {
+    for junk in [
+        &b"hello world\r\n"[..],
+        b"\x16\x03\x01\x00\xa5",
+        b"GET / HTTP/1.1\r\n",
+        b"INVITE sip:a HTTP/1.1\r\n",
+        &[b'a'; 300][..],
+    ] {
+        let mut d = StreamDecoder::new();
+        d.push(junk);
+        assert!(
+            matches!(d.next_message(), Err(FramingError::BadStartLine { .. })),
+            "{junk:?}"
+        );
+    }
+    // What can still become a start line waits for more bytes.
+    for partial in [
+        &b"INV"[..],
+        b"SIP/2.0 200",
+        b"OPTIONS sip:a SIP/2.0\r\nVia: x",
+    ] {
+        let mut d = StreamDecoder::new();
+        d.push(partial);
+        assert_eq!(d.next_message(), Ok(None), "{partial:?}");
+    }
+    // A response, an extension method and CRLF keep-alives are fine.
+    for ok in [
+        &b"\r\n\r\nSIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+        b"NEWMETHOD sip:a SIP/2.0\r\nl: 0\r\n\r\n",
+    ] {
+        let mut d = StreamDecoder::new();
+        d.push(ok);
+        assert!(d.next_message().unwrap().is_some(), "{ok:?}");
+    }
+}

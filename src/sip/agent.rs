@@ -197,7 +197,7 @@ impl Agent {
                 message::from_tag(response).and_then(|tag| routes.tags.get(&tag).cloned())
             }
             TxEvent::Timeout { key } => routes.transactions.get(key).cloned(),
-            TxEvent::Stray { .. } => None,
+            TxEvent::Stray { .. } | TxEvent::Rejected { .. } => None,
         }
     }
 
@@ -218,6 +218,10 @@ impl Agent {
             TxEvent::Timeout { key } => ("timeout of an unowned transaction", format!("{key:?}")),
             TxEvent::Stray { reason, source } => (
                 "unreadable message",
+                format!("from {}: {reason}", source.addr),
+            ),
+            TxEvent::Rejected { reason, source, .. } => (
+                "request answered by the endpoint",
                 format!("from {}: {reason}", source.addr),
             ),
         };
@@ -365,5 +369,6 @@ pub fn describe(event: &TxEvent) -> String {
         }
         TxEvent::Timeout { .. } => "transaction timeout".into(),
         TxEvent::Stray { reason, .. } => format!("unreadable: {reason}"),
+        TxEvent::Rejected { reason, .. } => format!("rejected: {reason}"),
     }
 }

@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::framing::{ParseError, encode, parse_datagram, parse_message};
+use super::framing::{ParseError, Parsed, Reading, encode, read_datagram, read_message};
 use super::transaction::{
     Target, Timers, TransactionLayer, TransportKind, TxError, TxEvent, TxKey,
 };
@@ -294,8 +294,8 @@ impl Driver {
         match ev {
             NetEvent::Datagram { bytes, from } => {
                 let source = Target::udp(from);
-                match parse_datagram(&bytes) {
-                    Ok(msg) => self.layer.handle_incoming(msg, source, now),
+                match read_datagram(&bytes) {
+                    Ok(parsed) => self.incoming(parsed, source, now),
                     // A CRLF keep-alive datagram.
                     Err(ParseError::Empty) => {}
                     Err(e) => self.layer.report_stray(
@@ -306,8 +306,8 @@ impl Driver {
             }
             NetEvent::Stream { bytes, from } => {
                 let source = Target::tcp(from);
-                match parse_message(&bytes) {
-                    Ok(msg) => self.layer.handle_incoming(msg, source, now),
+                match read_message(&bytes) {
+                    Ok(parsed) => self.incoming(parsed, source, now),
                     Err(e) => self.layer.report_stray(
                         format!(
                             "unparseable SIP message on TCP ({} bytes): {e}",
@@ -334,6 +334,16 @@ impl Driver {
                     self.layer.handle_transport_error(target, now);
                 }
             }
+        }
+    }
+
+    fn incoming(&mut self, parsed: Parsed, source: Target, now: Instant) {
+        for leniency in &parsed.leniencies {
+            tracing::info!(%source, %leniency, "SIP read leniently");
+        }
+        match parsed.reading {
+            Reading::Message(msg) => self.layer.handle_incoming(msg, source, now),
+            Reading::Extension(request) => self.layer.handle_extension(request, source, now),
         }
     }
 

@@ -9,10 +9,14 @@ use std::net::SocketAddr;
 
 use rsip::prelude::*;
 
-use super::transaction::TransportKind;
+use super::transaction::{TransportKind, tag_param};
 
 /// The IMS Communication Service Identifier of a CPM session (OMA CPM).
 pub const CPM_SESSION_ICSI: &str = "urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session";
+
+/// The methods the harness's users and the reference SUT answer: the Allow
+/// of their INVITEs and of a 501 for any other method.
+pub const ALLOWED_METHODS: &str = "INVITE, ACK, CANCEL, BYE, UPDATE, REFER, OPTIONS";
 
 /// Errors building or reading a message; they say which header failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +91,7 @@ pub fn cpm_invite(p: &CpmInvite) -> Result<rsip::Request, MessageError> {
          Accept-Contact: *;+g.3gpp.icsi-ref=\"{icsi}\"\r\n\
          Conversation-ID: {conv}\r\n\
          Contribution-ID: {contrib}\r\n\
-         Allow: INVITE, ACK, CANCEL, BYE, UPDATE, REFER, OPTIONS\r\n\
+         Allow: {allow}\r\n\
          Supported: timer\r\n\
          Content-Type: application/sdp\r\n\
          Content-Length: {len}\r\n\r\n{sdp}",
@@ -102,6 +106,7 @@ pub fn cpm_invite(p: &CpmInvite) -> Result<rsip::Request, MessageError> {
         icsi = CPM_SESSION_ICSI,
         conv = p.conversation_id,
         contrib = p.contribution_id,
+        allow = ALLOWED_METHODS,
         len = sdp.len(),
     );
     parse_request(text)
@@ -201,16 +206,18 @@ pub fn call_id(message: &impl HeadersExt) -> Result<String, MessageError> {
         })
 }
 
-/// The tag of the From header, if any.
+/// The tag of the From header, if any. Read from the header's text, not
+/// through rsip's typed From (which loses a tag behind whitespace, RFC 4475
+/// wsinv, or behind a display name of odd tokens, intmeth).
 pub fn from_tag(message: &impl HeadersExt) -> Option<String> {
     let from = message.from_header().ok()?;
-    from.tag().ok().flatten().map(|t| t.value().to_owned())
+    tag_param(from.value())
 }
 
-/// The tag of the To header, if any.
+/// The tag of the To header, if any (read as [`from_tag`] reads).
 pub fn to_tag(message: &impl HeadersExt) -> Option<String> {
     let to = message.to_header().ok()?;
-    to.tag().ok().flatten().map(|t| t.value().to_owned())
+    tag_param(to.value())
 }
 
 /// The CSeq number and method of any message.

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use rsip::headers::UntypedHeader;
 use thiserror::Error;
 
+use super::framing::ExtensionRequest;
+
 /// The transport a message travels on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransportKind {
@@ -159,6 +161,15 @@ pub enum TxEvent {
     /// A message that could not be matched or parsed, for the report (never
     /// dropped silently).
     Stray { reason: String, source: Target },
+    /// A request the layer answered itself with an error response instead of
+    /// passing it up: 501 for a method nobody here implements (RFC 3261
+    /// §8.2.1), 400 for a CSeq method that differs from the request's
+    /// (RFC 4475 mismatch01). For the report.
+    Rejected {
+        status: u16,
+        reason: String,
+        source: Target,
+    },
 }
 
 /// Errors of the TU's calls into the layer.
@@ -206,22 +217,10 @@ pub struct ViaInfo {
 
 /// Parses a Via value such as `SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport`.
 pub fn parse_via(value: &str) -> Option<ViaInfo> {
-    let mut parts = value.split(';');
-    let head = parts.next()?;
-    // "SIP / 2.0 / UDP host:port" → tokens without spaces around '/'.
-    let mut compact = String::new();
-    let mut pending_space = false;
-    for ch in head.trim().chars() {
-        if ch.is_whitespace() {
-            pending_space = true;
-            continue;
-        }
-        if pending_space && ch != '/' && !compact.ends_with('/') {
-            compact.push(' ');
-        }
-        pending_space = false;
-        compact.push(ch);
-    }
+    // "SIP / 2.0 / UDP host : port ; branch = x" → "SIP/2.0/UDP host:port;branch=x".
+    let tight = super::framing::tighten_via(value);
+    let mut parts = tight.split(';');
+    let compact = parts.next()?.trim();
     let (proto, sent_by) = compact.split_once(' ')?;
     let transport = proto.rsplit('/').next()?.to_ascii_uppercase();
     let sent_by = sent_by.trim().to_ascii_lowercase();
@@ -259,13 +258,14 @@ pub fn top_via(headers: &rsip::Headers) -> Option<ViaInfo> {
     })
 }
 
-/// CSeq number and method (upper case) of a message.
+/// CSeq number and method of a message, the method as sent (methods are
+/// case-sensitive, RFC 3261 §7.1).
 pub fn cseq_of(headers: &rsip::Headers) -> Option<(u32, String)> {
     headers.iter().find_map(|h| match h {
         rsip::Header::CSeq(c) => {
             let mut it = c.value().split_whitespace();
             let n = it.next()?.parse().ok()?;
-            let m = it.next()?.to_ascii_uppercase();
+            let m = it.next()?.to_string();
             Some((n, m))
         }
         _ => None,
@@ -280,18 +280,11 @@ pub fn call_id_of(headers: &rsip::Headers) -> Option<String> {
     })
 }
 
-/// The `tag` parameter of a From/To value (outside the `<...>` URI).
+/// The `tag` parameter of a From/To value (a header parameter, never one
+/// inside the `<...>` URI), with any whitespace RFC 3261 allows around `;`
+/// and `=`; `None` for a tag without a value.
 pub fn tag_param(value: &str) -> Option<String> {
-    let after_uri = match value.rfind('>') {
-        Some(i) => &value[i + 1..],
-        None => value,
-    };
-    after_uri.split(';').skip(1).find_map(|p| {
-        let (n, v) = p.split_once('=')?;
-        n.trim()
-            .eq_ignore_ascii_case("tag")
-            .then(|| v.trim().to_string())
-    })
+    super::framing::header_param(value, "tag").filter(|t| !t.is_empty())
 }
 
 fn status_of(response: &rsip::Response) -> u16 {
@@ -592,6 +585,92 @@ impl TransactionLayer {
         });
     }
 
+    /// A request whose method rsip cannot hold (RFC 3261 §7.1
+    /// `extension-method`): nobody here implements it, so the layer answers
+    /// 501 Not Implemented (RFC 3261 §8.2.1; 405 is for a method known but
+    /// not allowed) within a non-INVITE server transaction that absorbs its
+    /// retransmissions, and reports it as [`TxEvent::Rejected`].
+    pub fn handle_extension(&mut self, request: ExtensionRequest, source: Target, now: Instant) {
+        let method = request.method().to_string();
+        let Some(via) = top_via(request.headers()) else {
+            return self.stray(format!("{method} request without a parseable Via"), source);
+        };
+        let reason = format!(
+            "{method} request: a method nobody here implements, answered 501 (RFC 3261 §8.2.1)"
+        );
+        self.reject(request.carrier(), method, &via, 501, reason, source, now);
+    }
+
+    /// Answers `request` with `status` in a server transaction of its own
+    /// (so retransmissions get the same answer) and reports it.
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        request: &rsip::Request,
+        method: String,
+        via: &ViaInfo,
+        status: u16,
+        reason: String,
+        source: Target,
+        now: Instant,
+    ) {
+        let call_id = call_id_of(&request.headers).unwrap_or_default();
+        let cseq = cseq_of(&request.headers).map(|(n, _)| n).unwrap_or(0);
+        let key = TxKey {
+            branch: via
+                .branch
+                .clone()
+                .unwrap_or_else(|| format!("rfc2543;{call_id};{cseq};{method}")),
+            method,
+            sent_by: via.sent_by.clone(),
+            role: Role::Server,
+        };
+        if let Some(tx) = self.servers.get(&key) {
+            if let Some(r) = tx.last_response.clone() {
+                self.transmits.push_back((tx.source, r.into()));
+            }
+            return;
+        }
+        let mut response = response_to(
+            request,
+            rsip::StatusCode::from(status),
+            Some(&super::dialog::new_tag()),
+        );
+        if status == 501 {
+            response
+                .headers
+                .push(rsip::Header::Allow(super::message::ALLOWED_METHODS.into()));
+        }
+        let t64 = self.timer_64t1();
+        self.servers.insert(
+            key,
+            ServerTx {
+                invite: false,
+                source,
+                call_id,
+                cseq,
+                state: ServerState::Completed,
+                last_response: Some(response.clone()),
+                retransmit_at: None,
+                interval: self.timers.t1,
+                timeout_at: None,
+                // Timer J: absorbs retransmissions (64·T1 on UDP, 0 on TCP).
+                end_at: Some(if source.transport.reliable() {
+                    now
+                } else {
+                    now + t64
+                }),
+            },
+        );
+        self.transmits.push_back((source, response.into()));
+        self.events.push_back(TxEvent::Rejected {
+            status,
+            reason,
+            source,
+        });
+        self.reap(now);
+    }
+
     fn incoming_request(&mut self, request: rsip::Request, source: Target, now: Instant) {
         let method = request.method.to_string();
         let Some(via) = top_via(&request.headers) else {
@@ -603,7 +682,14 @@ impl TransactionLayer {
         let Some(call_id) = call_id_of(&request.headers) else {
             return self.stray(format!("{method} request without a Call-ID"), source);
         };
+        if cseq_method != method && method != "ACK" {
+            let reason = format!(
+                "{method} request with CSeq method {cseq_method}: answered 400 (RFC 3261 §8.1.1.5)"
+            );
+            return self.reject(&request, method, &via, 400, reason, source, now);
+        }
         if cseq_method != method {
+            // An ACK is never answered.
             return self.stray(
                 format!("{method} request with CSeq method {cseq_method}"),
                 source,

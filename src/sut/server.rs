@@ -332,6 +332,9 @@ impl Server {
             TxEvent::Stray { reason, source } => {
                 tracing::debug!(%reason, ?source, "reference server: stray SIP message");
             }
+            TxEvent::Rejected { reason, source, .. } => {
+                tracing::debug!(%reason, ?source, "reference server: request rejected by the endpoint");
+            }
         }
     }
 
