@@ -112,6 +112,8 @@ fn main() {
                 free_ports: true,
                 deviations: Vec::new(),
                 cucumber_log: None,
+                junit: None,
+                cucumber_json: None,
             }))
             .expect("suite runs");
         assert!(summary.passed(), "{}", summary.render());

@@ -77,6 +77,12 @@ struct RunArgs {
     /// Where to write cucumber's step-by-step log.
     #[arg(long, default_value = "reports/cucumber.log")]
     cucumber_log: PathBuf,
+    /// Where to write the JUnit XML report (cucumber's writer; one test case per scenario).
+    #[arg(long, default_value = "reports/junit.xml")]
+    junit: PathBuf,
+    /// Where to write the Cucumber JSON report (cucumber's writer).
+    #[arg(long, default_value = "reports/cucumber.json")]
+    cucumber_json: PathBuf,
 }
 
 /// A relative default that is missing here is looked up beside Cargo.toml,
@@ -198,6 +204,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Before anything can fail: no stale verdict survives this run.
     prepare_output(&args.json, &[])?;
     prepare_output(&args.cucumber_log, &[])?;
+    prepare_output(&args.junit, &[])?;
+    prepare_output(&args.cucumber_json, &[])?;
     let profile_path = locate(&args.profile);
     let profile = SutProfile::load(&profile_path)?;
     let deviations = args
@@ -246,6 +254,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             free_ports: args.free_ports,
             deviations,
             cucumber_log: Some(args.cucumber_log.clone()),
+            junit: Some(args.junit.clone()),
+            cucumber_json: Some(args.cucumber_json.clone()),
         },
         hooks,
     )

@@ -25,6 +25,8 @@ fn main() {
             free_ports: true,
             deviations: Vec::new(),
             cucumber_log: Some(std::env::temp_dir().join("cpmcc-conformance-cucumber.log")),
+            junit: None,
+            cucumber_json: None,
         }))
         .expect("the suite runs");
     print!("{}", summary.render());

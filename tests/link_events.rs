@@ -22,6 +22,8 @@ fn a_link_that_drops_mid_scenario_is_reported_on_it() {
             free_ports: true,
             deviations: Vec::new(),
             cucumber_log: None,
+            junit: None,
+            cucumber_json: None,
         }))
         .unwrap();
     print!("{}", summary.render());

@@ -47,6 +47,10 @@ pub struct RunOptions {
     pub deviations: Vec<Deviation>,
     /// Where cucumber's step-by-step log goes.
     pub cucumber_log: Option<PathBuf>,
+    /// Where cucumber's JUnit XML writer writes (one test case per scenario).
+    pub junit: Option<PathBuf>,
+    /// Where cucumber's Cucumber JSON writer writes.
+    pub cucumber_json: Option<PathBuf>,
 }
 
 /// Why a run could not happen at all (as opposed to a SUT failing it).
@@ -420,6 +424,26 @@ async fn run_features(
         }
         None => Box::new(std::io::sink()),
     };
+    // Cucumber's own JUnit and JSON writers: the judge step makes their
+    // verdicts the summary's.
+    let report = |path: &Option<PathBuf>| -> Result<Box<dyn std::io::Write>, RunError> {
+        match path {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                Ok(Box::new(std::fs::File::create(path).map_err(|e| {
+                    RunError::Output {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?))
+            }
+            None => Ok(Box::new(std::io::sink())),
+        }
+    };
+    let junit = report(&options.junit)?;
+    let json = report(&options.cucumber_json)?;
     let filter_ctx = context.clone();
     let features_root = options.features.clone();
     let after_ctx = context.clone();
@@ -431,12 +455,18 @@ async fn run_features(
     let writer = World::cucumber::<PathBuf>()
         .with_parser(JudgedFeatures::default())
         .with_writer(
-            cucumber::writer::Basic::new(
+            cucumber::writer::Basic::raw(
                 log,
                 cucumber::writer::Coloring::Never,
                 cucumber::writer::Verbosity::Default,
             )
-            .summarized(),
+            .summarized()
+            .tee::<World, _>(cucumber::writer::JUnit::for_tee(
+                junit,
+                cucumber::writer::Verbosity::Default,
+            ))
+            .tee::<World, _>(cucumber::writer::Json::for_tee(json))
+            .normalized(),
         )
         .with_default_cli()
         .max_concurrent_scenarios(Some(options.concurrency.max(1)))

@@ -75,11 +75,18 @@ impl fmt::Display for Violation {
         if !self.subject.is_empty() {
             write!(f, "\n  where:    {}", self.subject)?;
         }
+        // Expected and observed quote the wire (Session-Ids, URIs): each
+        // line escaped, so a SUT cannot forge one.
+        let lines = |text: &str| {
+            escape_lines(text)
+                .collect::<Vec<_>>()
+                .join("\n            ")
+        };
         write!(
             f,
             "\n  expected: {}\n  observed: {}",
-            self.expected.replace('\n', "\n            "),
-            self.observed.replace('\n', "\n            ")
+            lines(&self.expected),
+            lines(&self.observed)
         )
     }
 }
