@@ -9,10 +9,10 @@ use cucumber::{given, when};
 
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{Leg, PendingRequest, SipWhat, World};
-use crate::sip::agent::UserEvent;
-use crate::sip::dialog::{Dialog, new_branch, new_call_id};
+use crate::sip::agent::{TestUser, UserEvent};
+use crate::sip::dialog::{Dialog, copy_record_route, new_branch, new_call_id, uri_text};
 use crate::sip::message::{self, CpmInvite};
-use crate::sip::transaction::{TxEvent, TxKey};
+use crate::sip::transaction::{Target, TransportKind, TxEvent, TxKey};
 
 type StepResult = Result<(), StepFailure>;
 
@@ -169,12 +169,13 @@ async fn await_request(
             TxEvent::Request {
                 key: Some(key),
                 request,
-                ..
+                source,
             },
     }) = got
     else {
         return Ok(None);
     };
+    note_source(w, user, &request, &source);
     let reinvite = method == rsip::Method::Invite && in_dialog;
     w.log_sip(stamp, user, false, SipWhat::Request { method, reinvite });
     Ok(Some(PendingRequest {
@@ -182,6 +183,95 @@ async fn await_request(
         request,
         stamp,
     }))
+}
+
+/// Whether `source` is the SUT: over UDP its address, over TCP its host (a
+/// connection the SUT opens comes from a port of its own choosing).
+fn from_sut(sut: Target, source: &Target) -> bool {
+    match source.transport {
+        TransportKind::Udp => source.addr == sut.addr,
+        TransportKind::Tcp => source.addr.ip() == sut.addr.ip(),
+    }
+}
+
+/// A request a test user receives should come from the SUT: anything else
+/// (another test user, a stranger) is reported with its source.
+fn note_source(w: &mut World, user: &str, request: &rsip::Request, source: &Target) {
+    let sut = w.ctx.sut_sip;
+    if !from_sut(sut, source) {
+        w.warnings.push(format!(
+            "{user} received {} {} from {} over {:?}, not from the SUT at {}",
+            request.method, request.uri, source.addr, source.transport, sut.addr
+        ));
+    }
+}
+
+/// The SIP URI test user `user` puts in its Contact.
+fn contact_uri(user: &TestUser) -> Result<rsip::Uri, StepFailure> {
+    let text = message::cpm_contact(&user.name, user.local_addr(), user.transport());
+    rsip::Uri::try_from(uri_text(&text))
+        .map_err(|e| StepFailure::Harness(format!("{}'s Contact {text} is no URI: {e}", user.name)))
+}
+
+/// Two test users of the scenario at once, so that both parties can act
+/// concurrently (a proxy answers a BYE only once the far end has).
+fn pair<'w>(
+    users: &'w mut std::collections::BTreeMap<String, TestUser>,
+    a: &str,
+    b: &str,
+) -> Option<(&'w mut TestUser, &'w mut TestUser)> {
+    let (mut first, mut second) = (None, None);
+    for (name, user) in users.iter_mut() {
+        if name == a {
+            first = Some(user);
+        } else if name == b {
+            second = Some(user);
+        }
+    }
+    Some((first?, second?))
+}
+
+/// A request `user` received and answered on the spot.
+struct Answered {
+    received: crate::timeline::Stamp,
+    request: rsip::Request,
+    source: Target,
+    /// When the answer left; None if it could not be sent.
+    answered: Option<crate::timeline::Stamp>,
+}
+
+/// Waits up to `timeout` for `user`'s next in-dialog `method` request and
+/// answers it with `status` as soon as it arrives.
+async fn answer_when_it_comes(
+    user: &mut TestUser,
+    method: rsip::Method,
+    status: u16,
+    timeout: Duration,
+) -> Option<Answered> {
+    let got = user
+        .next_event(|e| is_request(e, method, true), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event:
+            TxEvent::Request {
+                key: Some(key),
+                request,
+                source,
+            },
+    }) = got
+    else {
+        return None;
+    };
+    let response =
+        crate::sip::transaction::response_to(&request, rsip::StatusCode::from(status), None);
+    let answered = user.send_response(&key, response).await.ok();
+    Some(Answered {
+        received: stamp,
+        request,
+        source,
+        answered,
+    })
 }
 
 fn is_request(e: &UserEvent, method: rsip::Method, in_dialog: bool) -> bool {
@@ -209,13 +299,17 @@ async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
     let callee = w.user(&b)?;
     let local = callee.local_addr();
     let transport = callee.transport();
+    let contact = contact_uri(callee)?;
     let mut response =
         crate::sip::transaction::response_to(&invite, rsip::StatusCode::from(status), Some(&tag));
     if status < 300 && status > 100 {
+        // A tagged 1xx or a 2xx makes a dialog: Contact and Record-Route
+        // (RFC 3261 §12.1.1).
         let user = callee.name.clone();
         response.headers.push(rsip::Header::Contact(
             message::cpm_contact(&user, local, transport).into(),
         ));
+        copy_record_route(&invite, &mut response);
     }
     if (200..300).contains(&status) {
         let sdp = message::msrp_sdp(local, 9, &tag, false);
@@ -225,7 +319,6 @@ async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
             "application/sdp",
             sdp.as_bytes(),
         );
-        let contact = rsip::Uri::from(local);
         let dialog = Dialog::uas(&invite, &tag, contact).map_err(|e| {
             StepFailure::Harness(format!(
                 "{b}: cannot make a dialog from the SUT's INVITE: {e}"
@@ -323,7 +416,7 @@ async fn cancel(w: &mut World, a: String) -> StepResult {
             TxEvent::Request {
                 key: Some(key),
                 request,
-                ..
+                source,
             },
         ..
     }) = got
@@ -332,6 +425,7 @@ async fn cancel(w: &mut World, a: String) -> StepResult {
             "the SUT did not forward {a}'s CANCEL to {b} within {timeout:?}"
         )));
     };
+    note_source(w, &b, &request, &source);
     let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
     let _ = w.user(&b)?.send_response(&key, ok).await;
     let leg = w.leg(&b)?;
@@ -495,11 +589,30 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
 async fn bye(w: &mut World, a: String) -> StepResult {
     let (request, target) = in_dialog_request(w, &a, rsip::Method::Bye, "end")?;
     w.leg(&a)?.ended = true;
-    let (_, at) = w
-        .user(&a)?
+    let b = other_party(w, &a);
+    let timeout = w.profile().timers.sip_answer;
+    w.user(&a)?;
+    w.user(&b)?;
+    let Some((caller, callee)) = pair(&mut w.users, &a, &b) else {
+        return Err(w.harness_error(format!("{a} and {b} are not both in this scenario")));
+    };
+    let at = caller
         .send_request(request, target)
         .await
-        .map_err(|e| StepFailure::Harness(format!("{a}'s BYE not sent: {e}")))?;
+        .map(|(_, at)| at)
+        .map_err(|e| format!("{a}'s BYE not sent: {e}"));
+    // Both parties at once: a proxy answers the BYE only once the far end
+    // has, and the far end answers the BYE the SUT sends it as it arrives.
+    let (answer, far_end) = match at {
+        Ok(_) => {
+            tokio::join!(
+                caller.next_event(|e| final_response_to(e, rsip::Method::Bye), timeout),
+                answer_when_it_comes(callee, rsip::Method::Bye, 200, timeout),
+            )
+        }
+        Err(_) => (None, None),
+    };
+    let at = at.map_err(|e| w.harness_error(e))?;
     w.log_sip(
         at,
         &a,
@@ -509,37 +622,62 @@ async fn bye(w: &mut World, a: String) -> StepResult {
             reinvite: false,
         },
     );
-    let timeout = w.profile().timers.sip_answer;
-    if let Some(response) = await_final(w, &a, rsip::Method::Bye, false).await? {
+    match far_end {
+        Some(Answered {
+            received,
+            request,
+            source,
+            answered,
+        }) => {
+            note_source(w, &b, &request, &source);
+            w.log_sip(
+                received,
+                &b,
+                false,
+                SipWhat::Request {
+                    method: rsip::Method::Bye,
+                    reinvite: false,
+                },
+            );
+            if let Some(at) = answered {
+                w.log_sip(
+                    at,
+                    &b,
+                    true,
+                    SipWhat::Response {
+                        status: 200,
+                        method: rsip::Method::Bye,
+                        reinvite: false,
+                    },
+                );
+            }
+            w.leg(&b)?.ended = true;
+        }
+        None => w
+            .warnings
+            .push(format!("the SUT did not send {b} a BYE after {a}'s BYE")),
+    }
+    if let Some(UserEvent {
+        stamp,
+        event: TxEvent::Response { response, .. },
+    }) = answer
+    {
         let status = response.status_code.code();
+        w.log_sip(
+            stamp,
+            &a,
+            false,
+            SipWhat::Response {
+                status,
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        );
         if status >= 300 {
             return Err(w.inconclusive(format!(
                 "the SUT answered {a}'s BYE with {status}: it did not take the session as ended"
             )));
         }
-    }
-    // The other party's BYE from the SUT is answered at once.
-    let b = other_party(w, &a);
-    if let Some(PendingRequest { key, request, .. }) =
-        await_request(w, &b, rsip::Method::Bye, true, timeout).await?
-    {
-        let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
-        if let Ok(at) = w.user(&b)?.send_response(&key, ok).await {
-            w.log_sip(
-                at,
-                &b,
-                true,
-                SipWhat::Response {
-                    status: 200,
-                    method: rsip::Method::Bye,
-                    reinvite: false,
-                },
-            );
-        }
-        w.leg(&b)?.ended = true;
-    } else {
-        w.warnings
-            .push(format!("the SUT did not send {b} a BYE after {a}'s BYE"));
     }
     Ok(())
 }
@@ -716,36 +854,28 @@ pub async fn teardown(w: &mut World) {
         else {
             return;
         };
-        let Some(user) = w.users.get_mut(&a) else {
-            return;
-        };
-        if user.send_request(request, target).await.is_ok() {
-            let _ = user
-                .next_event(
-                    |e| final_response_to(e, rsip::Method::Bye),
-                    Duration::from_secs(1),
-                )
-                .await;
-        }
-        if let Some(b) = w.recipient.clone()
-            && let Some(callee) = w.users.get_mut(&b)
-            && let Some(UserEvent {
-                event:
-                    TxEvent::Request {
-                        key: Some(key),
-                        request,
-                        ..
-                    },
-                ..
-            }) = callee
-                .next_event(
-                    |e| is_request(e, rsip::Method::Bye, true),
-                    Duration::from_secs(1),
-                )
-                .await
-        {
-            let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
-            let _ = callee.send_response(&key, ok).await;
+        let b = w.recipient.clone().unwrap_or_default();
+        let wait = Duration::from_secs(1);
+        match pair(&mut w.users, &a, &b) {
+            Some((caller, callee)) => {
+                if caller.send_request(request, target).await.is_ok() {
+                    // Both at once: a proxy relays the BYE's answer only
+                    // once the far end has answered it.
+                    let _ = tokio::join!(
+                        caller.next_event(|e| final_response_to(e, rsip::Method::Bye), wait),
+                        answer_when_it_comes(callee, rsip::Method::Bye, 200, wait),
+                    );
+                }
+            }
+            None => {
+                if let Some(caller) = w.users.get_mut(&a)
+                    && caller.send_request(request, target).await.is_ok()
+                {
+                    let _ = caller
+                        .next_event(|e| final_response_to(e, rsip::Method::Bye), wait)
+                        .await;
+                }
+            }
         }
     }
 }
