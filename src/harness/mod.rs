@@ -175,6 +175,7 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                     listen: free(profile.sut.sip.address, options.free_ports),
                     transport: profile.sut.sip.transport,
                 },
+                shape: embedded.shape,
                 domain: profile.sut.domain.clone(),
                 route_users_to: reachable(agent.local_addr()),
                 charging: profile.offline().map(|o| sut::config::ChargingConfig {

@@ -9,6 +9,7 @@ mod admin;
 pub mod charging;
 pub mod config;
 pub mod deviation;
+pub mod proxy;
 pub mod server;
 
 pub use config::SutConfig;

@@ -15,8 +15,9 @@ use rsip::headers::UntypedHeader as _;
 use tokio::sync::mpsc;
 
 use super::charging::{FunctionCharging, SessionParties};
-use super::config::SutConfig;
+use super::config::{Shape, SutConfig};
 use super::deviation::Deviation;
+use super::proxy::{Action, ProxyCore};
 use crate::charging::ch1::Ch1Request;
 use crate::charging::client::ChargingClient;
 use crate::diameter::commands::LocalIdentity;
@@ -116,6 +117,15 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
         None => None,
     };
 
+    if config.shape == Shape::Proxy {
+        let core = ProxyCore::new(Arc::new(config), local, transport);
+        tokio::spawn(run_proxy(core, endpoint, charging, events, command_rx));
+        return Ok(RunningSut {
+            sip: local,
+            admin,
+            commands,
+        });
+    }
     let server = Server {
         config: Arc::new(config),
         endpoint,
@@ -926,6 +936,81 @@ fn charge(session: &mut Session, event: impl Fn(&mut FunctionCharging) -> Vec<Ch
             let _ = queue.send(req);
         }
     }
+}
+
+/// The proxy shape's task: moves events and commands into the sans-IO core
+/// and its actions out to the endpoint and the charging queues.
+async fn run_proxy(
+    mut core: ProxyCore,
+    endpoint: Endpoint,
+    charging: Option<ChargingClient>,
+    mut events: mpsc::UnboundedReceiver<TxEvent>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut queues: HashMap<(u64, ChargedFunction), mpsc::UnboundedSender<Ch1Request>> =
+        HashMap::new();
+    loop {
+        let deadline = core.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => core.handle_sip(event, Instant::now()),
+                None => break,
+            },
+            command = commands.recv() => match command {
+                Some(Command::Terminate { call_id, reply }) => {
+                    let _ = reply.send(core.terminate(&call_id, Instant::now()));
+                }
+                Some(Command::Shutdown) | None => break,
+            },
+            () = sleep => core.handle_timeout(Instant::now()),
+        }
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Request {
+                    key,
+                    request,
+                    target,
+                } => match endpoint.send_request(request, target).await {
+                    Ok(sent) if sent == key => {}
+                    Ok(sent) => {
+                        tracing::warn!(%sent, %key, "reference proxy: unexpected transaction key");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reference proxy: request not sent");
+                        core.handle_sip(TxEvent::Timeout { key }, Instant::now());
+                    }
+                },
+                Action::Respond { key, response } => {
+                    if let Err(e) = endpoint.send_response(&key, response).await {
+                        tracing::debug!(error = %e, "reference proxy: response not sent");
+                    }
+                }
+                Action::Stateless { message, target } => {
+                    let _ = endpoint.send_stateless(message, target).await;
+                }
+                Action::Charge {
+                    session,
+                    function,
+                    request,
+                } => {
+                    if let Some(client) = &charging {
+                        let queue = queues
+                            .entry((session, function))
+                            .or_insert_with(|| charging_queue(client.clone()));
+                        let _ = queue.send(request);
+                    }
+                }
+                Action::Forget { session } => queues.retain(|(s, _), _| *s != session),
+            }
+        }
+    }
+    endpoint.shutdown().await;
 }
 
 /// One ordered sender per charged function.
