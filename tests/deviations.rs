@@ -25,6 +25,9 @@ fn must_fail(d: Deviation) -> &'static [&'static str] {
         Deviation::RecordNumberSkips => &["OFF-MOD-01", "OFF-TERM-01"],
         Deviation::NewSessionIdOnStop => &["OFF-TERM-01", "OFF-TERM-02"],
         Deviation::InterimAfterStop => &["OFF-TERM-01"],
+        Deviation::StartOnRinging => &["OFF-INIT-02", "OFF-INIT-03"],
+        Deviation::InterimOnRejectedReinvite => &["OFF-MOD-04"],
+        Deviation::SecondStartOnRetransmittedOk => &["OFF-INIT-05"],
     }
 }
 

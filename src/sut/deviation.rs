@@ -36,11 +36,19 @@ pub enum Deviation {
     NewSessionIdOnStop,
     /// An InterimRequest after the StopRequest.
     InterimAfterStop,
+    /// StartRequest on the recipient's 180 Ringing, before its 200 OK.
+    StartOnRinging,
+    /// InterimRequest although the recipient rejected the re-INVITE.
+    InterimOnRejectedReinvite,
+    /// A second StartRequest when the 200 OK to the INVITE is retransmitted
+    /// (proxy: the recipient's retransmission passes through; B2BUA: the
+    /// originator's ACK comes only after the server retransmitted its 200 OK).
+    SecondStartOnRetransmittedOk,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 12] = [
+    pub const ALL: [Deviation; 15] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -53,6 +61,9 @@ impl Deviation {
         Self::RecordNumberSkips,
         Self::NewSessionIdOnStop,
         Self::InterimAfterStop,
+        Self::StartOnRinging,
+        Self::InterimOnRejectedReinvite,
+        Self::SecondStartOnRetransmittedOk,
     ];
 
     /// The name used in configs and on the command line.
@@ -70,6 +81,9 @@ impl Deviation {
             Self::RecordNumberSkips => "record_number_skips",
             Self::NewSessionIdOnStop => "new_session_id_on_stop",
             Self::InterimAfterStop => "interim_after_stop",
+            Self::StartOnRinging => "start_on_ringing",
+            Self::InterimOnRejectedReinvite => "interim_on_rejected_reinvite",
+            Self::SecondStartOnRetransmittedOk => "second_start_on_retransmitted_ok",
         }
     }
 
@@ -94,6 +108,15 @@ impl Deviation {
             Self::RecordNumberSkips => "all flows: record numbers start at 0 and rise by one",
             Self::NewSessionIdOnStop => "all flows: one Session-Id from Start to Stop",
             Self::InterimAfterStop => "all flows: Stop last, no Interim after Stop",
+            Self::StartOnRinging => {
+                "6.2.3.1: Start only after the recipient's 200 OK, not on a provisional"
+            }
+            Self::InterimOnRejectedReinvite => {
+                "6.2.3.4: only a re-INVITE the recipients accept (200 OK) is charged"
+            }
+            Self::SecondStartOnRetransmittedOk => {
+                "all flows: exactly one Start per charging session, whatever SIP retransmits"
+            }
         }
     }
 

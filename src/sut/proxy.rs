@@ -144,6 +144,7 @@ struct Session {
     seq_a: u32,
     seq_b: Option<u32>,
     functions: Vec<FunctionCharging>,
+    parties: SessionParties,
     last_activity: Instant,
 }
 
@@ -400,6 +401,7 @@ impl ProxyCore {
             seq_a,
             seq_b: None,
             functions,
+            parties,
             last_activity: now,
         };
         self.sessions.insert(call_id.clone(), session);
@@ -689,6 +691,19 @@ impl ProxyCore {
                 message: upstream.into(),
                 target,
             });
+            if self.config.has(Deviation::SecondStartOnRetransmittedOk) {
+                let functions: Vec<ChargedFunction> =
+                    s.functions.iter().map(|f| f.function).collect();
+                for function in functions {
+                    for request in start_again(&self.config, &s.parties, s.id, function) {
+                        self.actions.push_back(Action::Charge {
+                            session: s.id,
+                            function,
+                            request,
+                        });
+                    }
+                }
+            }
             return;
         }
         if code < 300 {
@@ -710,6 +725,9 @@ impl ProxyCore {
             response: upstream,
         });
         if code < 200 {
+            if self.has(Deviation::StartOnRinging) {
+                self.charge(call_id, FunctionCharging::start);
+            }
             return;
         }
         if code < 300 {
@@ -778,7 +796,7 @@ impl ProxyCore {
                     !self.has(Deviation::NoInterimOnReinvite)
                         && !self.has(Deviation::InterimBeforeReinviteAnswer)
                 } else {
-                    false
+                    self.has(Deviation::InterimOnRejectedReinvite)
                 };
                 if interim {
                     self.charge(call_id, FunctionCharging::interim);
@@ -925,6 +943,20 @@ impl ProxyCore {
         self.clients.retain(|_, (c, _)| c != call_id);
         self.actions.push_back(Action::Forget { session: s.id });
     }
+}
+
+/// Deviation `second_start_on_retransmitted_ok`: a function's Start made
+/// again, as by a server that takes a repeated 200 OK for a new session
+/// (same Session-Id, record number 0).
+pub(super) fn start_again(
+    config: &SutConfig,
+    parties: &SessionParties,
+    id: u64,
+    function: ChargedFunction,
+) -> Vec<Ch1Request> {
+    FunctionCharging::new(function, config, parties, id)
+        .map(|mut f| f.start())
+        .unwrap_or_default()
 }
 
 /// Queues what the session's charged functions that `which` selects report
@@ -1476,6 +1508,109 @@ mod tests {
                 "charge Interim TerminatingPf",
                 "request INVITE"
             ]
+        );
+    }
+
+    #[test]
+    fn the_new_paths_deviate_only_when_asked() {
+        let t0 = Instant::now();
+        // Ringing, a rejected re-INVITE, a retransmitted 200 OK: nothing
+        // charged by a correct proxy...
+        for deviating in [false, true] {
+            let devs = if deviating {
+                vec![
+                    Deviation::StartOnRinging,
+                    Deviation::InterimOnRejectedReinvite,
+                    Deviation::SecondStartOnRetransmittedOk,
+                ]
+            } else {
+                vec![]
+            };
+            let mut p = core(devs);
+            p.handle_sip(incoming(invite()), t0);
+            let (key, forwarded, _) = sent_request(&drain(&mut p), rsip::Method::Invite);
+            p.handle_sip(answer(&key, &forwarded, 180, "bob"), t0);
+            let ringing = shape(&drain(&mut p));
+            p.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+            drain(&mut p);
+            let TxEvent::Response { response, .. } = answer(&key, &forwarded, 200, "bob") else {
+                unreachable!()
+            };
+            p.handle_sip(
+                TxEvent::Response {
+                    key,
+                    response,
+                    retransmission: true,
+                },
+                t0,
+            );
+            let again = shape(&drain(&mut p));
+            p.handle_sip(incoming(in_dialog("INVITE", true, 2)), t0);
+            let (key, reinvite, _) = sent_request(&drain(&mut p), rsip::Method::Invite);
+            p.handle_sip(answer(&key, &reinvite, 488, "bob"), t0);
+            let rejected = shape(&drain(&mut p));
+            if deviating {
+                assert_eq!(
+                    ringing,
+                    [
+                        "respond 180",
+                        "charge Start OriginatingPf",
+                        "charge Start TerminatingPf"
+                    ]
+                );
+                assert_eq!(
+                    again,
+                    [
+                        "stateless 200",
+                        "charge Start OriginatingPf",
+                        "charge Start TerminatingPf"
+                    ]
+                );
+                assert_eq!(
+                    rejected,
+                    [
+                        "respond 488",
+                        "charge Interim OriginatingPf",
+                        "charge Interim TerminatingPf"
+                    ]
+                );
+            } else {
+                assert_eq!(ringing, ["respond 180"]);
+                assert_eq!(again, ["stateless 200"]);
+                assert_eq!(
+                    rejected,
+                    ["respond 488"],
+                    "a rejected re-INVITE is not charged"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_481_to_the_servers_bye_ends_that_users_charging_after_the_answer() {
+        let mut p = core(vec![]);
+        let t0 = Instant::now();
+        establish(&mut p, t0);
+        assert!(p.terminate("one@test", t0));
+        let byes: Vec<(TxKey, rsip::Request)> = drain(&mut p)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Request { key, request, .. } => Some((key, request)),
+                _ => None,
+            })
+            .collect();
+        p.handle_sip(answer(&byes[0].0, &byes[0].1, 481, "alice"), t0);
+        assert_eq!(shape(&drain(&mut p)), ["charge Stop OriginatingPf"]);
+        // bob never answers: his function stops when the BYE times out.
+        p.handle_sip(
+            TxEvent::Timeout {
+                key: byes[1].0.clone(),
+            },
+            t0,
+        );
+        assert_eq!(
+            shape(&drain(&mut p)),
+            ["charge Stop TerminatingPf", "forget"]
         );
     }
 }

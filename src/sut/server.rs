@@ -224,7 +224,11 @@ struct Session {
     /// A re-INVITE being forwarded: the server tx waiting for the answer.
     pending_reinvite: Option<(TxKey, rsip::Request)>,
     functions: Vec<(FunctionCharging, mpsc::UnboundedSender<Ch1Request>)>,
+    parties: SessionParties,
+    id: SessionId,
     last_activity: Instant,
+    /// When the 200 OK went to the originator, until its ACK came.
+    ok_sent: Option<Instant>,
 }
 
 impl Session {
@@ -355,10 +359,20 @@ impl Server {
             }
             (rsip::Method::Cancel, false, Some(key)) => self.cancel(key, request).await,
             (rsip::Method::Ack, _, _) => {
+                let second_start = self.config.has(Deviation::SecondStartOnRetransmittedOk);
+                let config = self.config.clone();
                 if let Some((id, _)) = self.find_leg(&request)
                     && let Some(s) = self.sessions.get_mut(&id)
                 {
                     s.last_activity = Instant::now();
+                    // Deviation: an ACK later than T1 means the 200 OK was
+                    // retransmitted; this server charges that as a new Start.
+                    if let Some(sent) = s.ok_sent.take()
+                        && second_start
+                        && sent.elapsed() >= Timers::default().t1
+                    {
+                        start_again(&config, s);
+                    }
                 }
             }
             (_, true, Some(key)) => match self.find_leg(&request) {
@@ -431,6 +445,7 @@ impl Server {
             call_id: call_id_a.clone(),
         };
         let functions = self.charged_functions(&parties, id);
+        let kept_parties = parties.clone();
         let mut session = Session {
             phase: Phase::Inviting,
             a: Leg {
@@ -448,7 +463,10 @@ impl Server {
             invite_b: invite_b.clone(),
             pending_reinvite: None,
             functions,
+            parties: kept_parties,
+            id,
             last_activity: Instant::now(),
+            ok_sent: None,
         };
         self.legs.insert((call_id_a, tag_a), (id, Side::A));
         self.legs.insert((call_id_b, tag_b), (id, Side::B));
@@ -706,14 +724,25 @@ impl Server {
                 && code > 100
             {
                 self.relay_provisional(id, code).await;
+                if self.config.has(Deviation::StartOnRinging)
+                    && let Some(s) = self.sessions.get_mut(&id)
+                {
+                    charge(s, FunctionCharging::start);
+                }
             }
             return;
         }
-        if !retransmission {
+        // A 2xx to an INVITE may come again until our ACK reaches its
+        // sender: the transaction stays known, to ACK every retransmission
+        // (RFC 3261 13.2.2.4), until the session ends.
+        let invite_2xx =
+            (200..300).contains(&code) && matches!(purpose, Purpose::Invite | Purpose::ReInvite(_));
+        if !invite_2xx {
             self.client_txs.remove(&key);
         }
         match purpose {
             Purpose::Invite => self.invite_answered(id, response, retransmission).await,
+            Purpose::ReInvite(side) if retransmission => self.reack(id, side, &response).await,
             Purpose::ReInvite(side) => self.reinvite_answered(id, side, response).await,
             Purpose::ServerBye(side) => self.server_bye_answered(id, side),
             Purpose::ForwardedBye => {
@@ -767,6 +796,12 @@ impl Server {
             let target_b = s.b.target;
             if retransmission {
                 let _ = self.endpoint.send_stateless(ack.into(), target_b).await;
+                if self.config.has(Deviation::SecondStartOnRetransmittedOk) {
+                    let config = self.config.clone();
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        start_again(&config, s);
+                    }
+                }
                 return;
             }
             s.b.dialog = Some(dialog_b);
@@ -784,6 +819,7 @@ impl Server {
             }
             s.phase = Phase::Established;
             s.last_activity = Instant::now();
+            s.ok_sent = Some(Instant::now());
             let key_a = s.invite_a_key.clone();
             let _ = self.endpoint.send_response(&key_a, ok).await;
             // 6.2.3.1: the recipient's 200 OK starts charging.
@@ -849,12 +885,29 @@ impl Server {
         }
         let _ = self.endpoint.send_response(&key, answer).await;
         // 6.2.3.4 (figure): the Interim follows the recipients' 200 OK.
-        if (200..300).contains(&code)
-            && !no_interim
-            && !early_interim
-            && let Some(s) = self.sessions.get_mut(&id)
-        {
+        let interim = if (200..300).contains(&code) {
+            !no_interim && !early_interim
+        } else {
+            self.config.has(Deviation::InterimOnRejectedReinvite)
+        };
+        if interim && let Some(s) = self.sessions.get_mut(&id) {
             charge(s, FunctionCharging::interim);
+        }
+    }
+
+    /// ACKs a retransmitted 2xx to a re-INVITE we forwarded (RFC 3261
+    /// 13.2.2.4): our first ACK was lost, or is still on its way.
+    async fn reack(&mut self, id: SessionId, side: Side, response: &rsip::Response) {
+        let (local, transport) = (self.local, self.transport);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let target = s.leg(side).target;
+        if let Some(d) = s.leg(side).dialog.as_ref()
+            && let Ok((cseq, _)) = message::cseq(response)
+        {
+            let ack = d.ack(cseq, local, transport);
+            let _ = self.endpoint.send_stateless(ack.into(), target).await;
         }
     }
 
@@ -925,6 +978,16 @@ impl Server {
             }
             self.legs.retain(|_, (sid, _)| *sid != id);
             self.client_txs.retain(|_, (sid, _)| *sid != id);
+        }
+    }
+}
+
+/// Deviation `second_start_on_retransmitted_ok`: each function's Start once
+/// more, as if the session began again (same Session-Id).
+fn start_again(config: &SutConfig, session: &mut Session) {
+    for (f, queue) in &mut session.functions {
+        for req in super::proxy::start_again(config, &session.parties, session.id, f.function) {
+            let _ = queue.send(req);
         }
     }
 }

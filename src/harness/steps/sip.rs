@@ -30,6 +30,8 @@ async fn client(w: &mut World, a: String) {
 #[given(expr = "{word} has a 1-1 CPM session with {word}")]
 async fn has_session(w: &mut World, a: String, b: String) -> StepResult {
     invite(w, a.clone(), b.clone()).await?;
+    // The recipient rings first, as real clients do.
+    answer_invite(w, b.clone(), 180).await?;
     answer_invite(w, b, 200).await?;
     // The session's Start requests belong to the setup, not to what follows;
     // without them the scenario's own rule cannot be judged.
@@ -288,6 +290,29 @@ fn final_response_to(e: &UserEvent, method: rsip::Method) -> bool {
 
 #[when(regex = r"^(\w+) answers the INVITE with (\d{3})(?: [A-Za-z ]+)?$")]
 async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
+    answer_invite_then_ack(w, b, status, false).await
+}
+
+#[when(
+    regex = r"^(\w+) accepts the INVITE while (\w+) holds back (?:his|her) ACK until the 200 OK comes again$"
+)]
+async fn accept_with_held_ack(w: &mut World, b: String, a: String) -> StepResult {
+    if w.originator.as_deref() != Some(a.as_str()) {
+        return Err(w.harness_error(format!("{a} sent no INVITE to hold an ACK for")));
+    }
+    answer_invite_then_ack(w, b, 200, true).await
+}
+
+/// `b` answers the INVITE with `status`; the originator awaits the final
+/// answer and ACKs a 2xx, at once or (`hold_ack`) only once the SUT has
+/// sent the 200 OK again (RFC 3261 13.3.1.4: it retransmits a 2xx until the
+/// ACK comes; over a reliable transport the hold lasts 2 T1).
+async fn answer_invite_then_ack(
+    w: &mut World,
+    b: String,
+    status: u16,
+    hold_ack: bool,
+) -> StepResult {
     let leg = w.leg(&b)?;
     let (Some(key), invite, tag) = (
         leg.invite_key.clone(),
@@ -358,6 +383,27 @@ async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
         let dialog = Dialog::uac(&invite, &response).map_err(|e| {
             StepFailure::Harness(format!("{a}: the SUT's 200 OK makes no dialog: {e}"))
         })?;
+        if hold_ack {
+            let t1 = crate::sip::transaction::Timers::default().t1;
+            let caller = w.user(&a)?;
+            let reliable = caller.transport() == TransportKind::Tcp;
+            let hold = if reliable { t1 * 2 } else { t1 * 4 };
+            let again = caller
+                .next_event(
+                    |e| {
+                        matches!(&e.event, TxEvent::Response { response, retransmission: true, .. }
+                            if (200..300).contains(&response.status_code.code())
+                                && message::cseq(response).is_ok_and(|(_, m)| m == rsip::Method::Invite))
+                    },
+                    hold,
+                )
+                .await;
+            if again.is_none() && !reliable {
+                w.warnings.push(format!(
+                    "the SUT did not send {a} its 200 OK again within {hold:?} while the ACK was held (RFC 3261 13.3.1.4)"
+                ));
+            }
+        }
         let caller = w.user(&a)?;
         let ack = dialog.ack(1, caller.local_addr(), caller.transport());
         w.leg(&a)?.dialog = Some(dialog);
@@ -524,6 +570,20 @@ async fn hold_reinvite_answer(w: &mut World, b: String) -> StepResult {
 
 #[when(expr = "{word} answers the re-INVITE with 200 OK")]
 async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
+    answer_reinvite_with(w, b, 200).await
+}
+
+#[when(expr = "{word} rejects the re-INVITE with {int}")]
+async fn reject_reinvite(w: &mut World, b: String, status: u16) -> StepResult {
+    if !(300..700).contains(&status) {
+        return Err(w.harness_error(format!("{status} is not a rejection (3xx-6xx)")));
+    }
+    answer_reinvite_with(w, b, status).await
+}
+
+/// `b` answers the pending re-INVITE with `status`; its sender must get
+/// that answer through the SUT, and ACKs a 2xx.
+async fn answer_reinvite_with(w: &mut World, b: String, status: u16) -> StepResult {
     let leg = w.leg(&b)?;
     let tag = leg.local_tag.clone();
     let Some(pending) = leg.take_pending(rsip::Method::Invite) else {
@@ -533,28 +593,34 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
         let u = w.user(&b)?;
         (u.local_addr(), u.transport(), u.name.clone())
     };
-    let mut ok = crate::sip::transaction::response_to(&pending.request, rsip::StatusCode::OK, None);
-    ok.headers.push(rsip::Header::Contact(
-        message::cpm_contact(&name, local, transport).into(),
-    ));
-    let sdp = message::msrp_sdp(local, 11, &tag, false);
-    message::set_body(
-        &mut ok.headers,
-        &mut ok.body,
-        "application/sdp",
-        sdp.as_bytes(),
+    let mut answer = crate::sip::transaction::response_to(
+        &pending.request,
+        rsip::StatusCode::from(status),
+        None,
     );
+    if (200..300).contains(&status) {
+        answer.headers.push(rsip::Header::Contact(
+            message::cpm_contact(&name, local, transport).into(),
+        ));
+        let sdp = message::msrp_sdp(local, 11, &tag, false);
+        message::set_body(
+            &mut answer.headers,
+            &mut answer.body,
+            "application/sdp",
+            sdp.as_bytes(),
+        );
+    }
     let at = w
         .user(&b)?
-        .send_response(&pending.key, ok)
+        .send_response(&pending.key, answer)
         .await
-        .map_err(|e| StepFailure::Harness(format!("{b}'s 200 OK not sent: {e}")))?;
+        .map_err(|e| StepFailure::Harness(format!("{b}'s {status} not sent: {e}")))?;
     w.log_sip(
         at,
         &b,
         true,
         SipWhat::Response {
-            status: 200,
+            status,
             method: rsip::Method::Invite,
             reinvite: true,
         },
@@ -568,6 +634,11 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
         )));
     };
     let code = response.status_code.code();
+    if code != status {
+        return Err(w.inconclusive(format!(
+            "{a} received {code} to the re-INVITE, not {b}'s {status}"
+        )));
+    }
     if (200..300).contains(&code) {
         let (local, transport) = {
             let u = w.user(&a)?;
@@ -736,20 +807,23 @@ async fn hold_bye_answers(w: &mut World, a: String, b: String) -> StepResult {
     Ok(())
 }
 
-#[when(expr = "{word} answers the SUT's BYE with 200 OK")]
-async fn answer_bye(w: &mut World, name: String) -> StepResult {
+#[when(regex = r"^(\w+) answers the SUT's BYE with (\d{3})(?: [A-Za-z ]+)?$")]
+async fn answer_bye(w: &mut World, name: String, status: u16) -> StepResult {
+    if !(200..700).contains(&status) {
+        return Err(w.harness_error(format!("{status} is no final response")));
+    }
     let leg = w.leg(&name)?;
     let Some(pending) = leg.take_pending(rsip::Method::Bye) else {
         return Err(w.harness_error(format!("{name} has no BYE from the SUT to answer")));
     };
     leg.ended = true;
-    let at = answer_pending(w, &name, &pending.key, &pending.request, 200).await?;
+    let at = answer_pending(w, &name, &pending.key, &pending.request, status).await?;
     w.log_sip(
         at,
         &name,
         true,
         SipWhat::Response {
-            status: 200,
+            status,
             method: rsip::Method::Bye,
             reinvite: false,
         },
