@@ -28,6 +28,7 @@ fn must_fail(d: Deviation) -> &'static [&'static str] {
         Deviation::StartOnRinging => &["OFF-INIT-02", "OFF-INIT-03"],
         Deviation::InterimOnRejectedReinvite => &["OFF-MOD-04"],
         Deviation::SecondStartOnRetransmittedOk => &["OFF-INIT-05"],
+        Deviation::LateStartAfterFailedInvite => &["OFF-INIT-03", "OFF-INIT-04"],
     }
 }
 

@@ -98,7 +98,7 @@ fn run_external_with(name: &str, offline: &str, server_charging: &str) -> (Optio
 fn the_suite_passes_the_reference_server_run_as_an_external_process() {
     let (code, out) = run_external("pass", "{ functions: [originating_pf, terminating_pf] }");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("14 pass"), "{out}");
+    assert!(out.contains("17 pass"), "{out}");
 }
 
 #[test]
@@ -152,6 +152,6 @@ fn a_server_naming_the_served_user_in_the_start_only_passes_without_strays() {
         "  served_user_in_start_only: true\n",
     );
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("14 pass"), "{out}");
+    assert!(out.contains("17 pass"), "{out}");
     assert!(!out.contains("belonged to no scenario"), "{out}");
 }

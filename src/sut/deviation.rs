@@ -44,11 +44,14 @@ pub enum Deviation {
     /// (proxy: the recipient's retransmission passes through; B2BUA: the
     /// originator's ACK comes only after the server retransmitted its 200 OK).
     SecondStartOnRetransmittedOk,
+    /// A StartRequest about a second after a failed INVITE, when a quick
+    /// look finds nothing.
+    LateStartAfterFailedInvite,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 15] = [
+    pub const ALL: [Deviation; 16] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -64,6 +67,7 @@ impl Deviation {
         Self::StartOnRinging,
         Self::InterimOnRejectedReinvite,
         Self::SecondStartOnRetransmittedOk,
+        Self::LateStartAfterFailedInvite,
     ];
 
     /// The name used in configs and on the command line.
@@ -84,6 +88,7 @@ impl Deviation {
             Self::StartOnRinging => "start_on_ringing",
             Self::InterimOnRejectedReinvite => "interim_on_rejected_reinvite",
             Self::SecondStartOnRetransmittedOk => "second_start_on_retransmitted_ok",
+            Self::LateStartAfterFailedInvite => "late_start_after_failed_invite",
         }
     }
 
@@ -116,6 +121,9 @@ impl Deviation {
             }
             Self::SecondStartOnRetransmittedOk => {
                 "all flows: exactly one Start per charging session, whatever SIP retransmits"
+            }
+            Self::LateStartAfterFailedInvite => {
+                "6.2.3.1: no Start if the INVITE fails, not even later"
             }
         }
     }

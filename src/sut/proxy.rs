@@ -744,6 +744,13 @@ impl ProxyCore {
         if self.has(Deviation::EventOnFailedInvite) {
             self.charge(call_id, FunctionCharging::failed_attempt);
         }
+        if self.has(Deviation::LateStartAfterFailedInvite)
+            && let Some(s) = self.sessions.remove(call_id)
+        {
+            self.clients.retain(|_, (c, _)| c != call_id);
+            self.late_starts.push((now + LATE_START, s));
+            return;
+        }
         self.end(call_id);
     }
 
@@ -1612,5 +1619,28 @@ mod tests {
             shape(&drain(&mut p)),
             ["charge Stop TerminatingPf", "forget"]
         );
+    }
+
+    #[test]
+    fn a_late_start_after_a_failed_invite_comes_on_the_virtual_clock() {
+        let mut p = core(vec![Deviation::LateStartAfterFailedInvite]);
+        let t0 = Instant::now();
+        p.handle_sip(incoming(invite()), t0);
+        let (key, forwarded, _) = sent_request(&drain(&mut p), rsip::Method::Invite);
+        p.handle_sip(answer(&key, &forwarded, 486, "bob"), t0);
+        assert_eq!(shape(&drain(&mut p)), ["respond 486"]);
+        assert_eq!(p.poll_timeout(), Some(t0 + LATE_START));
+        p.handle_timeout(t0 + LATE_START - Duration::from_millis(1));
+        assert!(drain(&mut p).is_empty());
+        p.handle_timeout(t0 + LATE_START);
+        assert_eq!(
+            shape(&drain(&mut p)),
+            [
+                "charge Start OriginatingPf",
+                "charge Start TerminatingPf",
+                "forget"
+            ]
+        );
+        assert_eq!(p.poll_timeout(), None);
     }
 }

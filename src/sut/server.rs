@@ -136,6 +136,7 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
         legs: HashMap::new(),
         client_txs: HashMap::new(),
         next_id: 1,
+        late_starts: Vec::new(),
     };
     tokio::spawn(server.run(events, command_rx));
     Ok(RunningSut {
@@ -251,6 +252,9 @@ struct Server {
     legs: HashMap<(String, String), (SessionId, Side)>,
     client_txs: HashMap<TxKey, (SessionId, Purpose)>,
     next_id: SessionId,
+    /// Failed sessions whose Start is still due (deviation
+    /// `late_start_after_failed_invite` only).
+    late_starts: Vec<(Instant, Session)>,
 }
 
 impl Server {
@@ -286,15 +290,27 @@ impl Server {
     }
 
     fn next_inactivity_deadline(&self) -> Option<Instant> {
-        let timer = self.config.inactivity_timer?;
-        self.sessions
-            .values()
-            .filter(|s| s.phase == Phase::Established)
-            .map(|s| s.last_activity + timer)
-            .min()
+        let late = self.late_starts.iter().map(|(at, _)| *at).min();
+        let idle = self.config.inactivity_timer.and_then(|timer| {
+            self.sessions
+                .values()
+                .filter(|s| s.phase == Phase::Established)
+                .map(|s| s.last_activity + timer)
+                .min()
+        });
+        [late, idle].into_iter().flatten().min()
     }
 
     async fn expire_inactive(&mut self) {
+        // Deviation: the late Starts of failed sessions that are due.
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late_starts)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.late_starts = later;
+        for (_, mut s) in due {
+            charge(&mut s, FunctionCharging::start);
+        }
         let Some(timer) = self.config.inactivity_timer else {
             return;
         };
@@ -841,6 +857,15 @@ impl Server {
             charge(s, FunctionCharging::stop);
             let key_a = s.invite_a_key.clone();
             let _ = self.endpoint.send_response(&key_a, failure).await;
+            if self.config.has(Deviation::LateStartAfterFailedInvite)
+                && let Some(s) = self.sessions.remove(&id)
+            {
+                self.legs.retain(|_, (sid, _)| *sid != id);
+                self.client_txs.retain(|_, (sid, _)| *sid != id);
+                let at = Instant::now() + super::proxy::LATE_START;
+                self.late_starts.push((at, s));
+                return;
+            }
             self.end(id);
         }
     }
