@@ -419,8 +419,12 @@ impl Server {
         )
     }
 
+    /// Our Contact as a SIP URI (the one in `contact()`), never a bare
+    /// host:port: it goes into the Contact of our in-dialog requests.
     fn contact_uri(&self) -> rsip::Uri {
-        rsip::Uri::from(self.local)
+        let text = self.contact();
+        rsip::Uri::try_from(crate::sip::dialog::uri_text(&text))
+            .unwrap_or_else(|_| rsip::Uri::from(self.local))
     }
 
     /// An initial INVITE from an originator: forward it to the recipient.

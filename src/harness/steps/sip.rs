@@ -206,6 +206,22 @@ fn note_source(w: &mut World, user: &str, request: &rsip::Request, source: &Targ
             request.method, request.uri, source.addr, source.transport, sut.addr
         ));
     }
+    // A target refresh names where the dialog's requests go next: a SIP URI.
+    if request.method == rsip::Method::Invite
+        && let Some(contact) = request.headers.iter().find_map(|h| match h {
+            rsip::Header::Contact(c) => Some(c.to_string()),
+            _ => None,
+        })
+    {
+        let value = contact.split_once(':').map_or("", |(_, v)| v);
+        let uri = uri_text(value).to_ascii_lowercase();
+        if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+            w.warnings.push(format!(
+                "{user} received an INVITE whose Contact is no SIP URI: {}",
+                value.trim()
+            ));
+        }
+    }
 }
 
 /// The SIP URI test user `user` puts in its Contact.
