@@ -58,6 +58,24 @@ fn main() {
             if summary.count(Verdict::NotApplicable) != 0 {
                 failures.push(format!("{label}: the reference SUT supports every feature"));
             }
+            if !summary.strays.is_empty() {
+                failures.push(format!(
+                    "{label}: messages belonged to no scenario: {:?}",
+                    summary.strays
+                ));
+            }
+            // The reference SUT sends nothing odd: every message a test user
+            // gets comes from it, every Contact is a SIP URI, every 2xx it
+            // owes is retransmitted while the ACK is held.
+            let warned: Vec<String> = summary
+                .results
+                .iter()
+                .filter(|r| !r.warnings.is_empty())
+                .map(|r| format!("{}: {}", r.test_purpose, r.warnings.join("; ")))
+                .collect();
+            if !warned.is_empty() {
+                failures.push(format!("{label}: warnings: {}", warned.join("\n")));
+            }
             if !summary.passed() {
                 failures.push(format!(
                     "{label}: the reference SUT must pass the whole suite, with no stray"
