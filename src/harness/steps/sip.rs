@@ -923,6 +923,24 @@ pub async fn teardown(w: &mut World) {
             }
         }
     }
+    // What reached a test user and no step looked at must still have come
+    // from the SUT.
+    let mut unconsumed = Vec::new();
+    for (name, user) in w.users.iter_mut() {
+        for e in user.take_unconsumed() {
+            if let TxEvent::Request {
+                request, source, ..
+            } = e.event
+            {
+                unconsumed.push((name.clone(), request, source));
+            }
+        }
+    }
+    for (name, request, source) in unconsumed {
+        if request.method != rsip::Method::Ack || !from_sut(w.ctx.sut_sip, &source) {
+            note_source(w, &name, &request, &source);
+        }
+    }
     let live = w.originator.clone().filter(|a| {
         w.legs
             .get(a)
@@ -967,5 +985,31 @@ pub async fn teardown(w: &mut World) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sut_is_its_address_over_udp_and_its_host_over_tcp() {
+        let sut = Target::udp("127.0.0.1:5060".parse().unwrap());
+        assert!(from_sut(
+            sut,
+            &Target::udp("127.0.0.1:5060".parse().unwrap())
+        ));
+        assert!(
+            !from_sut(sut, &Target::udp("127.0.0.1:5070".parse().unwrap())),
+            "another test user's port"
+        );
+        assert!(from_sut(
+            sut,
+            &Target::tcp("127.0.0.1:41234".parse().unwrap())
+        ));
+        assert!(!from_sut(
+            sut,
+            &Target::tcp("10.0.0.9:5060".parse().unwrap())
+        ));
     }
 }
