@@ -1127,3 +1127,151 @@ fn content_type(headers: &rsip::Headers) -> String {
         })
         .unwrap_or_else(|| "application/sdp".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::UdpSocket;
+
+    use super::*;
+    use crate::sip::framing::{encode, parse_datagram};
+    use crate::sut::config::SipConfig;
+
+    /// A bare UDP peer: what it receives is read raw, so that nothing below
+    /// it absorbs a retransmitted ACK.
+    struct Peer(UdpSocket);
+
+    impl Peer {
+        async fn bind() -> Peer {
+            Peer(UdpSocket::bind("127.0.0.1:0").await.unwrap())
+        }
+
+        fn addr(&self) -> SocketAddr {
+            self.0.local_addr().unwrap()
+        }
+
+        async fn send(&self, message: impl Into<rsip::SipMessage>, to: SocketAddr) {
+            self.0.send_to(&encode(&message.into()), to).await.unwrap();
+        }
+
+        /// The next message `wanted` accepts, within 3 s.
+        async fn next(&self, wanted: impl Fn(&rsip::SipMessage) -> bool) -> rsip::SipMessage {
+            let mut buf = vec![0u8; 65536];
+            tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    let (n, _) = self.0.recv_from(&mut buf).await.unwrap();
+                    let message = parse_datagram(&buf[..n]).unwrap();
+                    if wanted(&message) {
+                        return message;
+                    }
+                }
+            })
+            .await
+            .expect("the expected message within 3 s")
+        }
+    }
+
+    fn is_request(method: rsip::Method) -> impl Fn(&rsip::SipMessage) -> bool {
+        move |m| matches!(m, rsip::SipMessage::Request(r) if r.method == method)
+    }
+
+    fn is_status(code: u16) -> impl Fn(&rsip::SipMessage) -> bool {
+        move |m| matches!(m, rsip::SipMessage::Response(r) if r.status_code.code() == code)
+    }
+
+    async fn sut(shape: Shape, callee: SocketAddr) -> RunningSut {
+        start(SutConfig {
+            sip: SipConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                transport: crate::profile::Transport::Udp,
+            },
+            shape,
+            domain: "test.invalid".into(),
+            route_users_to: callee,
+            charging: None,
+            inactivity_timer: None,
+            admin: None,
+            deviations: Vec::new(),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The caller's INVITE reaches the callee, which answers 200 OK; returns
+    /// the INVITE as the callee got it and its 200 OK.
+    async fn call(
+        caller: &Peer,
+        callee: &Peer,
+        sut: SocketAddr,
+    ) -> (rsip::Request, rsip::Response) {
+        let invite = message::cpm_invite(&message::CpmInvite {
+            from: "sip:alice@test.invalid".into(),
+            from_tag: "a1".into(),
+            to: "sip:bob@test.invalid".into(),
+            call_id: new_call_id("127.0.0.1"),
+            local: caller.addr(),
+            transport: TransportKind::Udp,
+            branch: new_branch(),
+            conversation_id: "c".into(),
+            contribution_id: "c".into(),
+            msrp_port: 9,
+        })
+        .unwrap();
+        caller.send(invite, sut).await;
+        let rsip::SipMessage::Request(got) = callee.next(is_request(rsip::Method::Invite)).await
+        else {
+            unreachable!()
+        };
+        let mut ok = response_to(&got, rsip::StatusCode::OK, Some("b1"));
+        ok.headers
+            .push(rsip::Header::Contact(rsip::headers::Contact::new(format!(
+                "<sip:bob@{}>",
+                callee.addr()
+            ))));
+        crate::sip::dialog::copy_record_route(&got, &mut ok);
+        callee.send(ok.clone(), sut).await;
+        (got, ok)
+    }
+
+    #[tokio::test]
+    async fn the_b2bua_acks_every_retransmitted_2xx() {
+        let (caller, callee) = (Peer::bind().await, Peer::bind().await);
+        let running = sut(Shape::B2bua, callee.addr()).await;
+        let (_, ok) = call(&caller, &callee, running.sip).await;
+        callee.next(is_request(rsip::Method::Ack)).await;
+        // The ACK was lost, say: the callee sends its 200 OK again, and the
+        // B2BUA acknowledges it again (RFC 3261 13.2.2.4).
+        callee.send(ok, running.sip).await;
+        callee.next(is_request(rsip::Method::Ack)).await;
+        running.shutdown();
+    }
+
+    #[tokio::test]
+    async fn the_proxy_relays_a_retransmitted_2xx_to_the_caller() {
+        let (caller, callee) = (Peer::bind().await, Peer::bind().await);
+        let running = sut(Shape::Proxy, callee.addr()).await;
+        let (invite, ok) = call(&caller, &callee, running.sip).await;
+        assert!(
+            invite
+                .headers
+                .iter()
+                .any(|h| matches!(h, rsip::Header::RecordRoute(_))),
+            "the proxy record-routes"
+        );
+        let first = caller.next(is_status(200)).await;
+        let sent = std::time::Instant::now();
+        callee.send(ok, running.sip).await;
+        let again = caller.next(is_status(200)).await;
+        assert!(
+            sent.elapsed() < Timers::default().t1,
+            "relayed at once, not the proxy's own retransmission after T1"
+        );
+        assert_eq!(
+            message::call_id(&first).ok(),
+            message::call_id(&again).ok(),
+            "the same 200 OK"
+        );
+        running.shutdown();
+    }
+}
