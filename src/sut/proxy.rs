@@ -365,6 +365,8 @@ impl ProxyCore {
         let Some(mut forwarded) = self.forwardable(&key, &invite) else {
             return;
         };
+        // A caller may preload a Route to us (RFC 3261 8.1.2); ours goes.
+        let next = self.pop_our_route(&mut forwarded);
         let (via, branch) = self.via();
         forwarded.headers =
             with_via_and_record_route(&forwarded.headers, via, Some(self.record_route()));
@@ -408,8 +410,9 @@ impl ProxyCore {
         if self.has(Deviation::StartBeforeAnswer) {
             self.charge(&call_id, FunctionCharging::start);
         }
-        // Every user of the domain is reached at the harness.
-        let target = self.target(self.config.route_users_to);
+        // Every user of the domain is reached at the harness (unless the
+        // caller routed the INVITE further).
+        let target = self.target(next.unwrap_or(self.config.route_users_to));
         self.send(forwarded, branch, target, (call_id, Purpose::Invite));
     }
 
@@ -608,7 +611,23 @@ impl ProxyCore {
         let Some(from) = from else {
             return;
         };
+        let hops = header_value(&request.headers, |h| match h {
+            rsip::Header::MaxForwards(m) => Some(m.value()),
+            _ => None,
+        })
+        .and_then(|v| v.trim().parse::<u32>().ok());
+        if hops == Some(0) {
+            return;
+        }
         let mut forwarded = request;
+        forwarded
+            .headers
+            .retain(|h| !matches!(h, rsip::Header::MaxForwards(_)));
+        forwarded
+            .headers
+            .push(rsip::Header::MaxForwards(rsip::headers::MaxForwards::new(
+                hops.map_or(70, |n| n - 1).to_string(),
+            )));
         let next = self.pop_our_route(&mut forwarded);
         let (via, _) = self.via();
         forwarded.headers = with_via_and_record_route(&forwarded.headers, via, None);
@@ -1433,6 +1452,26 @@ mod tests {
             shape(&drain(&mut p)),
             ["charge Stop TerminatingPf", "forget"]
         );
+    }
+
+    #[test]
+    fn a_preloaded_route_to_the_proxy_is_popped_from_the_initial_invite() {
+        let mut p = core(vec![]);
+        let mut inv = invite();
+        inv.headers
+            .push(rsip::Header::Route(rsip::headers::Route::new(format!(
+                "<sip:cpm@{PROXY};lr>"
+            ))));
+        p.handle_sip(incoming(inv), Instant::now());
+        let (_, forwarded, target) = sent_request(&drain(&mut p), rsip::Method::Invite);
+        assert!(
+            !forwarded
+                .headers
+                .iter()
+                .any(|h| matches!(h, rsip::Header::Route(_))),
+            "our Route is gone"
+        );
+        assert_eq!(target, harness());
     }
 
     #[test]
