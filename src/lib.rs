@@ -9,12 +9,14 @@
 //! - [`sut`]: the embedded reference CPM server (the default SUT) and its deviations.
 //! - [`harness`]: cucumber World, steps by domain, expectations and verdicts.
 //! - [`profile`]: the SUT profile (PIXIT values and PICS capabilities) from YAML.
+//! - [`report`]: wire text made safe to print, the bounded record of strays.
 //! - [`timeline`]: one global order of everything the harness observes.
 
 pub mod charging;
 pub mod diameter;
 pub mod harness;
 pub mod profile;
+pub mod report;
 pub mod sip;
 pub mod sut;
 pub mod timeline;

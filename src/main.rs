@@ -1,8 +1,16 @@
 //! `cpmcc`: run the CPM charging conformance suite, or the reference server.
 //!
 //! Exit codes: 0 every scenario passed (or is not applicable, or a known
-//! deviation); 1 a scenario failed, was inconclusive or hit a harness error;
-//! 2 the run could not start (bad profile, port in use, bad arguments).
+//! deviation); 1 a scenario failed, was inconclusive or hit a harness error,
+//! or a message belonged to no scenario; 2 the run could not start (bad
+//! profile, port in use, bad arguments, an output path that cannot be
+//! written, `--free-ports` with an external SUT); 130 / 143 the run was
+//! stopped by SIGINT / SIGTERM (the summary holds what finished, marked
+//! `"interrupted": true`).
+//!
+//! A run first removes the summary and cucumber log of its output paths, so
+//! that a run that cannot start, or dies, never leaves an older run's
+//! verdict where CI looks for this one's.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use cpmcc::harness::{self, RunOptions};
+use cpmcc::harness::{self, Listening, RunHooks, RunOptions};
 use cpmcc::profile::SutProfile;
 use cpmcc::sut::{self, Deviation, SutConfig};
 
@@ -116,7 +124,78 @@ fn main() -> ExitCode {
     }
 }
 
+/// Refuses an output path that cannot be written, before anything runs, and
+/// removes what an earlier run left there.
+fn prepare_output(path: &Path, stale: &[PathBuf]) -> anyhow::Result<()> {
+    let refuse = |why: String| anyhow::anyhow!("cannot write {}: {why}", path.display());
+    if path.is_dir() {
+        return Err(refuse("it is a directory".into()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| refuse(e.to_string()))?;
+    }
+    for old in std::iter::once(path).chain(stale.iter().map(PathBuf::as_path)) {
+        match std::fs::remove_file(old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(refuse(format!("cannot remove the previous one: {e}"))),
+        }
+    }
+    // Write something where the file will go, then take it away again.
+    let probe = tmp_of(path);
+    std::fs::write(&probe, b"").map_err(|e| refuse(e.to_string()))?;
+    std::fs::remove_file(&probe).map_err(|e| refuse(e.to_string()))?;
+    Ok(())
+}
+
+/// The temporary name a file is written under before it is renamed.
+fn tmp_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// The summary, written whole to a temporary name, then renamed: never half
+/// a report.
+fn write_summary(path: &Path, summary: &harness::verdict::Summary) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(summary)?;
+    let tmp = tmp_of(path);
+    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Resolves to the number of the first SIGINT or SIGTERM; a second one ends
+/// the process at once (128 + its number), summary unwritten.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = u8>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut next = async || {
+            tokio::select! {
+                _ = int.recv() => 2u8,
+                _ = term.recv() => 15u8,
+            }
+        };
+        let _ = first_tx.send(next().await);
+        let again = next().await;
+        eprintln!("cpmcc: stopped again: exiting at once, no summary written");
+        std::process::exit(128 + i32::from(again));
+    });
+    Ok(async move {
+        match first_rx.await {
+            Ok(signal) => signal,
+            Err(_) => std::future::pending().await,
+        }
+    })
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Before anything can fail: no stale verdict survives this run.
+    prepare_output(&args.json, &[])?;
+    prepare_output(&args.cucumber_log, &[])?;
     let profile_path = locate(&args.profile);
     let profile = SutProfile::load(&profile_path)?;
     let deviations = args
@@ -133,55 +212,73 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             profile_path.display()
         );
     }
-    let summary = harness::run(RunOptions {
-        profile,
-        features: locate(&args.features),
-        tags: args.tags,
-        concurrency: args.concurrency,
-        free_ports: args.free_ports,
-        deviations,
-        cucumber_log: Some(args.cucumber_log.clone()),
-    })
-    .await?;
-    print!("{}", summary.render());
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir).ok();
+    if args.free_ports && profile.sut.embedded.is_none() {
+        anyhow::bail!(
+            "--free-ports needs the embedded reference SUT, but {} describes an external SUT \
+             (no sut.embedded): it reaches the harness only at the profile's \
+             harness.sip.listen and harness.diameter.listen, never on a random port",
+            profile_path.display()
+        );
     }
-    let json = serde_json::to_string_pretty(&summary)?;
-    // Written whole to a temporary name, then renamed: never half a report.
-    let tmp = args.json.with_extension("json.tmp");
-    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.json)
-        .with_context(|| format!("cannot write {}", args.json.display()))?;
-    Ok(if summary.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    let caught = std::rc::Rc::new(std::cell::Cell::new(None));
+    let stop = {
+        let signal = stop_signal()?;
+        let caught = caught.clone();
+        Box::pin(async move { caught.set(Some(signal.await)) })
+    };
+    let hooks = RunHooks {
+        on_listening: Some(Box::new(|at: Listening| {
+            eprintln!(
+                "cpmcc: listening: sip={} transport={} diameter={}",
+                at.sip, at.sip_transport, at.diameter
+            );
+        })),
+        stop: Some(stop),
+    };
+    let summary = match harness::run_with(
+        RunOptions {
+            profile,
+            features: locate(&args.features),
+            tags: args.tags,
+            concurrency: args.concurrency,
+            free_ports: args.free_ports,
+            deviations,
+            cucumber_log: Some(args.cucumber_log.clone()),
+        },
+        hooks,
+    )
+    .await
+    {
+        Ok(summary) => summary,
+        // The SUT is not there at all: its own exit code, so a CI job can
+        // tell "the SUT is broken" from "the SUT was never reached".
+        Err(e @ harness::RunError::NoDiameterPeer { .. }) => {
+            eprintln!("cpmcc: {e}");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print!("{}", summary.render());
+    write_summary(&args.json, &summary)?;
+    Ok(match caught.get() {
+        Some(signal) => ExitCode::from(128 + signal),
+        None if summary.passed() => ExitCode::SUCCESS,
+        None => ExitCode::from(1),
     })
 }
 
 async fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     let config = SutConfig::load(config)?;
-    // Like a real server, keep trying until the Charging Enabler listens.
-    let mut said = false;
-    let running = loop {
-        match sut::start(config.clone()).await {
-            Ok(running) => break running,
-            Err(sut::SutError::Charging { address, reason }) => {
-                if !said {
-                    eprintln!(
-                        "reference CPM server: waiting for the Charging Enabler at {address} ({reason})"
-                    );
-                    said = true;
-                }
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    // Like a real server: take calls at once; its Diameter client connects
+    // to the Charging Enabler on its own, with backoff, and again after every
+    // drop, so one server serves many harness runs.
+    let running = sut::start(config.clone()).await?;
+    if let Some(c) = &config.charging {
+        println!(
+            "reference CPM server: charging to {} (connecting, and reconnecting with backoff)",
+            c.server
+        );
+    }
     println!(
         "reference CPM server: SIP on {}, admin on {}; Ctrl-C stops it",
         running.sip,

@@ -198,6 +198,16 @@ pub struct Timers {
     /// rules that hold for every flow are checked.
     #[serde(with = "humantime_serde_compat")]
     pub settle: Duration,
+    /// After the last scenario, how long the run keeps listening for
+    /// charging that comes late: a request that arrives after its scenario
+    /// was judged reopens that verdict.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain: Duration,
+    /// Before the first scenario, how long to wait for the SUT's Diameter
+    /// client to connect (its CER): a lab starts its server first, and the
+    /// server connects on its own retry schedule.
+    #[serde(with = "humantime_serde_compat")]
+    pub sut_link: Duration,
 }
 
 impl Default for Timers {
@@ -208,6 +218,8 @@ impl Default for Timers {
             quiet: Duration::from_millis(400),
             hold_back: Duration::from_millis(300),
             settle: Duration::from_millis(150),
+            drain: Duration::from_millis(500),
+            sut_link: Duration::from_secs(10),
         }
     }
 }
@@ -343,6 +355,7 @@ impl SutProfile {
             ("timers.charging", self.timers.charging),
             ("timers.quiet", self.timers.quiet),
             ("timers.hold_back", self.timers.hold_back),
+            ("timers.sut_link", self.timers.sut_link),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be longer than 0"));

@@ -36,7 +36,7 @@ async fn client(e: &Enabler) -> ChargingClient {
 async fn start_interim_stop_are_recorded_in_order_and_answered() {
     let e = enabler().await;
     let c = client(&e).await;
-    assert_eq!(c.remote().origin_host, "cdf.test.invalid");
+    assert_eq!(c.remote().unwrap().origin_host, "cdf.test.invalid");
     let user = "sip:alice.k1@test.invalid";
     let sid = "sut;1;k1";
     let reqs = [

@@ -186,5 +186,115 @@ fn the_lenient_reading_of_6_2_3_4_accepts_an_interim_on_re_invite_receipt() {
         &[&args[..], &["--deviation", "no_interim_on_reinvite"]].concat(),
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("6.2.3.4"), "{}", text(&o));
+    assert!(
+        text(&o).contains("off.interim.on-modification"),
+        "{}",
+        text(&o)
+    );
+    // … and neither does an Interim before the re-INVITE arrived.
+    let o = cpmcc(
+        &dir,
+        &[&args[..], &["--deviation", "interim_with_start"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("[6.2.3.4 (lenient)] off.interim.after-reinvite"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn an_output_path_that_cannot_be_written_is_refused_before_the_run() {
+    let dir = scratch("unwritable");
+    for (json, log) in [
+        ("/proc/nope/summary.json".to_owned(), dir.join("c.log")),
+        (dir.display().to_string(), dir.join("c.log")),
+        (
+            dir.join("summary.json").display().to_string(),
+            PathBuf::from("/proc/nope/cucumber.log"),
+        ),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cpmcc"))
+            .args(["--free-ports", "--tags", "@tp-OFF-INIT-01", "--json", &json])
+            .arg("--cucumber-log")
+            .arg(&log)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let named = if json.starts_with("/proc") || Path::new(&json).is_dir() {
+            json.clone()
+        } else {
+            log.display().to_string()
+        };
+        assert!(
+            text(&o).contains(&format!("cannot write {named}")),
+            "{}",
+            text(&o)
+        );
+        assert!(!text(&o).contains("total:"), "no run: {}", text(&o));
+    }
+}
+
+#[test]
+fn a_run_that_cannot_start_leaves_no_stale_summary() {
+    let dir = scratch("stale");
+    std::fs::write(dir.join("summary.json"), r#"{"results":[],"old":true}"#).unwrap();
+    std::fs::write(dir.join("cucumber.log"), "old").unwrap();
+    let o = cpmcc(&dir, &["--profile", "fixtures/sut/no-such-profile.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!dir.join("summary.json").exists(), "stale summary left");
+    assert!(!dir.join("cucumber.log").exists(), "stale log left");
+}
+
+#[test]
+fn free_ports_with_an_external_sut_is_refused_with_the_reason() {
+    let dir = scratch("external");
+    let o = cpmcc(&dir, &["--profile", "fixtures/sut/reference-external.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--free-ports") && text(&o).contains("external SUT"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("random port"), "{}", text(&o));
+}
+
+#[test]
+fn an_interrupted_run_writes_what_finished_marked_interrupted() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    let dir = scratch("sigint");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpmcc"))
+        .args(["--free-ports", "--json"])
+        .arg(dir.join("summary.json"))
+        .arg("--cucumber-log")
+        .arg(dir.join("cucumber.log"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The signal handlers are in place before the harness says where it listens.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("listening: sip="), "{line}");
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains(": INTERRUPTED"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert!(
+        summary["results"].as_array().unwrap().len() < 14,
+        "{summary}"
+    );
 }

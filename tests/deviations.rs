@@ -1,7 +1,8 @@
 //! Proves the suite catches every named deviation of the reference SUT: for
 //! each, runs `cpmcc run --deviation NAME` (the real binary, on free ports)
 //! and checks that the scenarios whose rule it breaks fail with a `fail`
-//! verdict, then prints the matrix deviation → failing scenarios.
+//! verdict *by that rule* (its catalogue id), then prints the matrix
+//! deviation → failing scenarios (rules).
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::collections::BTreeMap;
@@ -10,51 +11,185 @@ use std::process::Command;
 
 use cpmcc::sut::Deviation;
 
-/// The scenarios each deviation must make fail (at least; others may too).
-fn must_fail(d: Deviation) -> &'static [&'static str] {
-    match d {
-        Deviation::StartBeforeAnswer => &["OFF-INIT-01", "OFF-INIT-02"],
-        Deviation::StartOnFailedInvite => &["OFF-INIT-03", "OFF-INIT-04"],
-        Deviation::EventOnFailedInvite => &["OFF-INIT-03"],
-        Deviation::DuplicateStart => &["OFF-INIT-01"],
-        Deviation::NoInterimOnReinvite => &["OFF-MOD-01", "OFF-MOD-02"],
-        Deviation::InterimBeforeReinviteAnswer => &["OFF-MOD-03"],
-        Deviation::NoStopOnBye => &["OFF-TERM-01", "OFF-TERM-02", "OFF-TERM-05"],
-        Deviation::StopBeforeByeOk => &["OFF-TERM-03", "OFF-TERM-04"],
-        Deviation::StopAllOnFirstByeOk => &["OFF-TERM-03", "OFF-TERM-04"],
-        Deviation::RecordNumberSkips => &["OFF-MOD-01", "OFF-TERM-01"],
-        Deviation::NewSessionIdOnStop => &["OFF-TERM-01", "OFF-TERM-02"],
-        Deviation::InterimAfterStop => &["OFF-TERM-01"],
-        Deviation::StartOnRinging => &["OFF-INIT-02", "OFF-INIT-03"],
-        Deviation::InterimOnRejectedReinvite => &["OFF-MOD-04"],
-        Deviation::SecondStartOnRetransmittedOk => &["OFF-INIT-05"],
-        Deviation::LateStartAfterFailedInvite => &["OFF-INIT-03", "OFF-INIT-04"],
+/// What a deviation must cause: these scenarios fail, each by this rule
+/// (its id among the scenario's broken rules), and, where two checks could
+/// catch the same rule, with this text in the failure (the check that must
+/// catch it first: "held back" for the hold-back steps).
+struct Caught {
+    scenarios: &'static [&'static str],
+    rule: &'static str,
+    detail: Option<&'static str>,
+}
+
+const fn by(scenarios: &'static [&'static str], rule: &'static str) -> Caught {
+    Caught {
+        scenarios,
+        rule,
+        detail: None,
     }
 }
 
+const fn by_while(
+    scenarios: &'static [&'static str],
+    rule: &'static str,
+    detail: &'static str,
+) -> Caught {
+    Caught {
+        scenarios,
+        rule,
+        detail: Some(detail),
+    }
+}
+
+/// The scenarios each deviation must make fail, and the rule that catches it.
+fn must_fail(d: Deviation) -> Vec<Caught> {
+    match d {
+        Deviation::StartBeforeAnswer => vec![
+            by(&["OFF-INIT-01"], "off.start.after-answer"),
+            by_while(&["OFF-INIT-02"], "off.start.after-answer", "held back"),
+        ],
+        Deviation::StartOnFailedInvite => vec![by(
+            &["OFF-INIT-03", "OFF-INIT-04"],
+            "off.start.none-on-failure",
+        )],
+        Deviation::EventOnFailedInvite => vec![by(&["OFF-INIT-03"], "off.event.failed-invite")],
+        Deviation::DuplicateStart => vec![by(&["OFF-INIT-01"], "off.session.one-start")],
+        Deviation::NoInterimOnReinvite => vec![by(
+            &["OFF-MOD-01", "OFF-MOD-02"],
+            "off.interim.on-modification",
+        )],
+        Deviation::InterimBeforeReinviteAnswer => vec![by_while(
+            &["OFF-MOD-03"],
+            "off.interim.after-answer",
+            "held back",
+        )],
+        Deviation::NoStopOnBye => vec![
+            by(
+                &["OFF-TERM-01", "OFF-TERM-02", "OFF-TERM-05"],
+                "off.stop.on-client-bye",
+            ),
+            // The harness's own teardown BYE is owed a Stop too.
+            by(
+                &["OFF-INIT-01", "OFF-MOD-01"],
+                "off.stop.every-ended-session",
+            ),
+        ],
+        Deviation::StopBeforeByeOk => vec![by_while(
+            &["OFF-TERM-03", "OFF-TERM-04"],
+            "off.stop.after-client-ok",
+            "held back",
+        )],
+        Deviation::StopAllOnFirstByeOk => vec![by_while(
+            &["OFF-TERM-03", "OFF-TERM-04"],
+            "off.stop.after-client-ok",
+            "holds back",
+        )],
+        Deviation::RecordNumberSkips => vec![by(
+            &["OFF-MOD-01", "OFF-TERM-01"],
+            "off.session.number-rises-by-1",
+        )],
+        Deviation::RecordNumberFromOne => {
+            vec![by(
+                &["OFF-INIT-01", "OFF-TERM-01"],
+                "off.session.number-from-0",
+            )]
+        }
+        Deviation::NewSessionIdOnStop => vec![by(
+            &["OFF-TERM-01", "OFF-TERM-02"],
+            "off.session.one-session-id",
+        )],
+        Deviation::InterimAfterStop => vec![by(&["OFF-TERM-01"], "off.session.stop-last")],
+        Deviation::DuplicateStop => vec![by(&["OFF-TERM-01"], "off.session.one-stop")],
+        Deviation::NoStopAfterInterim => vec![by(
+            &["OFF-MOD-01", "OFF-MOD-02", "OFF-MOD-03"],
+            "off.stop.every-ended-session",
+        )],
+        Deviation::WrongApplicationId => vec![by(
+            &["OFF-INIT-01", "OFF-MOD-01", "OFF-TERM-01"],
+            "dia.rf.application-id",
+        )],
+        Deviation::InterimWithStart => vec![
+            by(&["OFF-MOD-01", "OFF-MOD-02"], "off.interim.after-answer"),
+            by(
+                &["OFF-INIT-01", "OFF-TERM-01"],
+                "off.interim.one-per-modification",
+            ),
+        ],
+        Deviation::StopWithStart => vec![by(&["OFF-TERM-01", "OFF-TERM-02"], "off.stop.after-bye")],
+        Deviation::InterimTwicePerReinvite => vec![by(
+            &["OFF-MOD-01", "OFF-MOD-02"],
+            "off.interim.one-per-modification",
+        )],
+        Deviation::StartOnRinging => vec![
+            by_while(&["OFF-INIT-02"], "off.start.after-answer", "held back"),
+            by(&["OFF-INIT-03"], "off.start.none-on-failure"),
+        ],
+        Deviation::InterimOnRejectedReinvite => {
+            vec![by(&["OFF-MOD-04"], "off.interim.one-per-modification")]
+        }
+        Deviation::SecondStartOnRetransmittedOk => {
+            vec![by(&["OFF-INIT-05"], "off.session.one-start")]
+        }
+        Deviation::LateStartAfterFailedInvite => vec![by(
+            &["OFF-INIT-03", "OFF-INIT-04"],
+            "off.start.none-on-failure",
+        )],
+    }
+}
+
+struct ScenarioOutcome {
+    verdict: String,
+    rules: Vec<String>,
+    detail: String,
+}
+
 struct Outcome {
-    /// Test purpose → the verdict of each of its scenarios (an outline has several).
-    verdicts: BTreeMap<String, Vec<String>>,
+    /// Test purpose → each of its scenarios (an outline has several).
+    scenarios: BTreeMap<String, Vec<ScenarioOutcome>>,
     log: String,
 }
 
 impl Outcome {
-    /// Whether every scenario of `tp` failed with a `fail` verdict.
-    fn caught(&self, tp: &str) -> Result<(), String> {
-        match self.verdicts.get(tp) {
-            None => Err(format!("{tp} did not run")),
-            Some(v) if v.iter().all(|x| x == "fail") => Ok(()),
-            Some(v) => Err(format!(
-                "{tp} ended {v:?}, expected fail for every scenario"
-            )),
+    /// Whether every scenario of `tp` failed by `rule` (and, if given, with
+    /// `detail` in the failure).
+    fn caught(&self, tp: &str, rule: &str, detail: Option<&str>) -> Result<(), String> {
+        let Some(v) = self.scenarios.get(tp) else {
+            return Err(format!("{tp} did not run"));
+        };
+        for s in v {
+            if s.verdict != "fail" {
+                return Err(format!("{tp} ended {}, expected fail by {rule}", s.verdict));
+            }
+            if !s.rules.iter().any(|r| r == rule) {
+                return Err(format!(
+                    "{tp} failed by {:?}, not by {rule}:\n{}",
+                    s.rules, s.detail
+                ));
+            }
+            if let Some(text) = detail
+                && !s.detail.contains(text)
+            {
+                return Err(format!(
+                    "{tp} failed by {rule} but not in the check that says \"{text}\":\n{}",
+                    s.detail
+                ));
+            }
         }
+        Ok(())
     }
 
     fn failing(&self) -> Vec<String> {
-        self.verdicts
+        self.scenarios
             .iter()
-            .filter(|(_, v)| v.iter().any(|x| x != "pass"))
-            .map(|(tp, v)| format!("{tp} ({})", v.join("/")))
+            .filter(|(_, v)| v.iter().any(|x| x.verdict != "pass"))
+            .map(|(tp, v)| {
+                let mut rules: Vec<&str> = v
+                    .iter()
+                    .flat_map(|s| s.rules.iter().map(String::as_str))
+                    .collect();
+                rules.dedup();
+                format!("{tp} ({})", rules.join(" "))
+            })
             .collect()
     }
 }
@@ -79,14 +214,25 @@ fn run(d: Deviation, dir: &std::path::Path) -> Outcome {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("summary written"))
             .expect("summary is JSON");
-    let mut verdicts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut scenarios: BTreeMap<String, Vec<ScenarioOutcome>> = BTreeMap::new();
     for r in summary["results"].as_array().expect("results") {
-        verdicts
+        scenarios
             .entry(r["test_purpose"].as_str().unwrap_or_default().to_owned())
             .or_default()
-            .push(r["verdict"].as_str().unwrap_or_default().to_owned());
+            .push(ScenarioOutcome {
+                verdict: r["verdict"].as_str().unwrap_or_default().to_owned(),
+                rules: r["rules"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                detail: r["detail"].as_str().unwrap_or_default().to_owned(),
+            });
     }
-    Outcome { verdicts, log }
+    Outcome { scenarios, log }
 }
 
 fn main() {
@@ -114,7 +260,11 @@ fn main() {
         println!("  {:<32} {}", d.name(), outcome.failing().join(", "));
         let missed: Vec<String> = must_fail(*d)
             .iter()
-            .filter_map(|tp| outcome.caught(tp).err())
+            .flat_map(|c| {
+                c.scenarios
+                    .iter()
+                    .filter_map(|tp| outcome.caught(tp, c.rule, c.detail).err())
+            })
             .collect();
         if missed.is_empty() {
             caught += 1;
@@ -132,5 +282,32 @@ fn main() {
         outcomes.len() - caught
     );
     let _ = std::fs::remove_dir_all(&dir);
+    // Every rule that binds the SUT is proved by a deviation that breaks it,
+    // or by the test named here; a rule nothing breaks is a hole.
+    let proved_elsewhere: &[(&str, &str)] = &[
+        (
+            "off.interim.after-reinvite",
+            "tests/cli.rs the_lenient_reading_of_6_2_3_4_…",
+        ),
+        (
+            "profile.service-context-id",
+            "tests/external_sut.rs a_service_context_id_pinned_by_the_profile_is_asserted",
+        ),
+    ];
+    for rule in cpmcc::harness::rules::ALL {
+        if rule.owner != cpmcc::harness::rules::Owner::Sut {
+            continue;
+        }
+        let by_deviation = Deviation::ALL
+            .iter()
+            .any(|d| must_fail(*d).iter().any(|c| c.rule == rule.id));
+        let elsewhere = proved_elsewhere.iter().any(|(id, _)| *id == rule.id);
+        if !by_deviation && !elsewhere {
+            problems.push(format!(
+                "rule {} is broken by no deviation and proved by no named test",
+                rule.id
+            ));
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use cpmcc::diameter::commands::{self, AppId};
 use cpmcc::diameter::{
-    Avp, CloseReason, LocalIdentity, Message, Peer, PeerConfig, PeerEvent, PeerState, Role, app,
-    code, command, result,
+    Avp, CloseReason, Header, LocalIdentity, Message, Peer, PeerConfig, PeerEvent, PeerState, Role,
+    app, code, command, result,
 };
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -226,6 +226,31 @@ fn request_and_answer_are_matched_by_hop_by_hop() {
 }
 
 #[test]
+fn an_end_to_end_id_set_by_the_caller_is_kept() {
+    let mut p = Pair::new(rf_client());
+    p.drive();
+    // A retransmission (T) and a first send both keep a preset id: a
+    // client that may resend must know the id before the first send.
+    let mut first = Message::request(command::ACCOUNTING, app::ACCOUNTING_RF)
+        .with(Avp::utf8(code::SESSION_ID, "e1").mandatory(true));
+    first.header.end_to_end = 0x00ab_cdef;
+    let mut again = first.clone();
+    again.header.flags |= Header::RETRANSMIT;
+    p.client.send_request(first).unwrap();
+    p.client.send_request(again).unwrap();
+    p.drive();
+    let ids: Vec<_> = p
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            PeerEvent::Request(m) => Some((m.header.end_to_end, m.header.is_retransmit())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [(0x00ab_cdef, false), (0x00ab_cdef, true)]);
+}
+
+#[test]
 fn requests_before_open_are_refused() {
     let now = Instant::now();
     let mut c = Peer::new(Role::Initiator, rf_client(), config(), now);
@@ -238,8 +263,14 @@ fn requests_before_open_are_refused() {
     );
     s.handle_message(Message::request(271, 3), now);
     assert!(matches!(s.poll_event(), Some(PeerEvent::Warning(_))));
+    assert!(matches!(
+        s.poll_event(),
+        Some(PeerEvent::Closed {
+            reason: CloseReason::NoCapabilitiesExchange { .. }
+        })
+    ));
     assert!(s.poll_transmit().is_none());
-    assert_eq!(s.state(), PeerState::WaitCer);
+    assert_eq!(s.state(), PeerState::Closed);
 }
 
 #[test]

@@ -240,7 +240,13 @@ async fn garbage_stream_ends_the_driver_without_panic() {
     match next_event(&mut ev).await {
         PeerEvent::Closed {
             reason: CloseReason::Framing(text),
-        } => assert!(text.contains("version 71"), "{text}"),
+        } => {
+            assert!(text.contains("version 71"), "{text}");
+            assert!(
+                text.contains(r#"GET / HTTP/1.1\r\n"#),
+                "quotes the bytes: {text}"
+            );
+        }
         e => panic!("{e:?}"),
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

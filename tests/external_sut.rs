@@ -39,6 +39,16 @@ fn run_external(name: &str, offline: &str) -> (Option<i32>, String) {
 
 /// As [`run_external`], with extra lines for the server's `charging:` section.
 fn run_external_with(name: &str, offline: &str, server_charging: &str) -> (Option<i32>, String) {
+    run_external_full(name, offline, server_charging, "")
+}
+
+/// As [`run_external_with`], with extra lines for the profile.
+fn run_external_full(
+    name: &str,
+    offline: &str,
+    server_charging: &str,
+    profile_extra: &str,
+) -> (Option<i32>, String) {
     let dir = std::env::temp_dir().join(format!("cpmcc-external-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (sut_sip, harness_sip, diameter, admin) = (free_udp(), free_udp(), free_tcp(), free_tcp());
@@ -63,7 +73,7 @@ fn run_external_with(name: &str, offline: &str, server_charging: &str) -> (Optio
              sut: {{ sip: {{ address: 127.0.0.1:{sut_sip} }}, domain: test.invalid }}\n\
              harness: {{ sip: {{ listen: 127.0.0.1:{harness_sip} }}, diameter: {{ listen: 127.0.0.1:{diameter} }} }}\n\
              charging: {{ offline: {offline} }}\n\
-             stimuli:\n  inactivity_timer: 1500ms\n  operator_terminate:\n    http: {{ url: \"http://127.0.0.1:{admin}/sessions/{{call_id}}/terminate\" }}\n"
+             stimuli:\n  inactivity_timer: 1500ms\n  operator_terminate:\n    http: {{ url: \"http://127.0.0.1:{admin}/sessions/{{call_id}}/terminate\" }}\n{profile_extra}"
         ),
     )
     .unwrap();
@@ -109,7 +119,7 @@ fn a_service_context_id_pinned_by_the_profile_is_asserted() {
         "{ functions: [originating_pf, terminating_pf], service_context_id: cpm@oma.test }",
     );
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("Service-Context-Id pinned"), "{out}");
+    assert!(out.contains("profile.service-context-id"), "{out}");
     assert!(out.contains("observed: 32260@3gpp.org"), "{out}");
 }
 
@@ -154,4 +164,41 @@ fn a_server_naming_the_served_user_in_the_start_only_passes_without_strays() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("17 pass"), "{out}");
     assert!(!out.contains("belonged to no scenario"), "{out}");
+}
+
+#[test]
+fn a_server_started_first_whose_client_connects_seconds_later_is_awaited() {
+    // As in a lab: the server runs before cpmcc, and its Diameter client
+    // makes its first attempt 3 s later, on its own schedule. The run waits
+    // for its CER, says so, and then passes as if it had been there.
+    let (code, out) = run_external_with(
+        "late-link",
+        "{ functions: [originating_pf, terminating_pf] }",
+        "  connect_after: 3s\n",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("14 pass"), "{out}");
+    assert!(
+        out.contains("waiting up to 10s for the SUT's Diameter client"),
+        "{out}"
+    );
+    assert!(out.contains("SUT connected over Diameter from"), "{out}");
+}
+
+#[test]
+fn no_sut_peer_within_the_wait_stops_the_run_with_exit_3() {
+    // The server's client tries only after 30 s: within the profile's 1 s
+    // nobody connects, and the run says so instead of failing every scenario.
+    let (code, out) = run_external_full(
+        "no-link",
+        "{ functions: [originating_pf, terminating_pf] }",
+        "  connect_after: 30s\n",
+        "timers: { sut_link: 1s }\n",
+    );
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("no SUT connected to the Charging Enabler") && out.contains("timers.sut_link"),
+        "{out}"
+    );
+    assert!(!out.contains("scenarios"), "no scenario ran: {out}");
 }

@@ -270,6 +270,8 @@ async fn start_sut(ports: Ports, enabler: &Enabler) -> RunningSut {
             ],
             service_context_id: "32260@3gpp.org".into(),
             served_user_in_start_only: false,
+            reconnect_max: None,
+            connect_after: None,
         }),
         inactivity_timer: None,
         admin: None,

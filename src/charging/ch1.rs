@@ -68,6 +68,33 @@ pub enum ChargedRole {
     ControllingFunction,
 }
 
+/// Where a request named its served user (TS 32.299 has several places).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServedUserSource {
+    /// Subscription-Id at the top level of the request.
+    SubscriptionId,
+    /// Subscription-Id inside Service-Information (Rf, TS 32.299).
+    ServiceInformationSubscriptionId,
+    /// IMS-Information's Calling-Party-Address (an originating function).
+    CallingPartyAddress,
+    /// IMS-Information's Called-Party-Address (a terminating function).
+    CalledPartyAddress,
+    /// User-Name.
+    UserName,
+}
+
+impl fmt::Display for ServedUserSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::SubscriptionId => "Subscription-Id",
+            Self::ServiceInformationSubscriptionId => "Service-Information/Subscription-Id",
+            Self::CallingPartyAddress => "IMS-Information/Calling-Party-Address",
+            Self::CalledPartyAddress => "IMS-Information/Called-Party-Address",
+            Self::UserName => "User-Name",
+        })
+    }
+}
+
 /// One CH-1 request (any kind).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ch1Request {
@@ -84,6 +111,8 @@ pub struct Ch1Request {
     /// The served user (a SIP URI): Subscription-Id, else the calling or
     /// called party by role, else User-Name.
     pub served_user: Option<String>,
+    /// Where a received request named its served user (None when built here).
+    pub served_user_source: Option<ServedUserSource>,
     /// Which charged function sent it.
     pub role: Option<ChargedRole>,
     /// SIP Call-ID (User-Session-Id).
@@ -109,6 +138,7 @@ impl Ch1Request {
             record_number,
             origin_host: String::new(),
             served_user: None,
+            served_user_source: None,
             role: None,
             call_id: None,
             calling_party: None,

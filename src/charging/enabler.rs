@@ -6,7 +6,24 @@
 //! Seam for the online (OCS, CH-2) role: [`Shared::decide`] routes by
 //! command; CCR (272) is answered 3001 for now and is where a Ro handler
 //! will plug in.
+//!
+//! The link itself is part of what the harness observes:
+//! - [`Enabler::wait_for_peer`] resolves when a SUT has completed CER/CEA;
+//! - [`Enabler::link_events`] says when each SUT connection opened and
+//!   closed and why, on the harness timeline, so a report can name the
+//!   scenarios a drop overlapped;
+//! - a request retransmitted with the T flag (same Origin-Host and
+//!   end-to-end id as one recorded) is answered again with the same answer
+//!   and counted on the first record ([`ChargingRecord::retransmissions`]),
+//!   never as a second request;
+//! - an ACR for another application is answered 3007 (header) or 5004
+//!   (Acct-Application-Id) and recorded with [`ChargingRecord::protocol_error`];
+//! - connections that never complete CER/CEA (garbage, no CER first, no
+//!   common application) and framing errors are kept as [`Stray`] entries,
+//!   truncated and capped ([`Enabler::strays`]).
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,8 +33,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::diameter::{
-    CloseReason, LocalIdentity, Message, Peer, PeerConfig, PeerEvent, PeerHandle, RemoteIdentity,
-    Role, command, error_answer, result, transport,
+    Avp, CloseReason, LocalIdentity, Message, Peer, PeerConfig, PeerEvent, PeerHandle,
+    RemoteIdentity, Role, app, code, command, error_answer, result, transport,
 };
 use crate::timeline::{Stamp, stamp};
 
@@ -80,6 +97,14 @@ pub struct ChargingRecord {
     pub warnings: Vec<String>,
     /// What was answered.
     pub answer: AnswerOutcome,
+    /// How many copies of it came again with the T flag (same Origin-Host
+    /// and end-to-end id); each was answered with the same answer and is
+    /// not a request of its own. Each also adds a warning.
+    pub retransmissions: u32,
+    /// The request broke the base protocol in a way the answer says (3007
+    /// for an application the Enabler does not serve, 5004 for a wrong
+    /// Acct-Application-Id): what, for the harness to judge.
+    pub protocol_error: Option<String>,
 }
 
 impl ChargingRecord {
@@ -102,8 +127,17 @@ impl ChargingRecord {
             AnswerOutcome::Answered { result_code, .. } => format!("answered {result_code}"),
             AnswerOutcome::Withheld => "withheld".to_owned(),
         };
+        let retx = match self.retransmissions {
+            0 => String::new(),
+            n => format!(" (retransmitted {n}x)"),
+        };
+        let protocol = self
+            .protocol_error
+            .as_ref()
+            .map(|e| format!(" [protocol error: {e}]"))
+            .unwrap_or_default();
         format!(
-            "#{} {} from {} -> {ans}",
+            "#{} {} from {} -> {ans}{retx}{protocol}",
             self.stamp.seq,
             self.message.describe(),
             self.peer
@@ -212,8 +246,110 @@ pub struct ConnectionInfo {
     pub open: bool,
     /// Why it closed, once closed.
     pub closed: Option<CloseReason>,
-    /// Peer warnings (frame errors, unexpected messages).
+    /// Peer warnings (frame errors, unexpected messages); the first
+    /// [`WARNINGS_KEPT`] are kept.
     pub warnings: Vec<String>,
+    /// When it was accepted.
+    pub accepted: Stamp,
+    /// When CER/CEA completed.
+    pub opened: Option<Stamp>,
+    /// When it closed.
+    pub closed_at: Option<Stamp>,
+}
+
+/// Warnings kept per connection.
+pub const WARNINGS_KEPT: usize = 100;
+/// Stray entries kept (the total counts on).
+pub const STRAYS_KEPT: usize = 100;
+/// Longest text of a stray entry's reason, in bytes.
+pub const STRAY_TEXT_MAX: usize = 200;
+
+/// A change of a SUT's Diameter link (a connection that completed CER/CEA).
+#[derive(Clone, Debug)]
+pub struct LinkEvent {
+    /// When, on the harness timeline.
+    pub stamp: Stamp,
+    /// The connection's remote address.
+    pub peer: SocketAddr,
+    /// What the SUT said about itself in its CER.
+    pub remote: RemoteIdentity,
+    /// Opened or closed.
+    pub kind: LinkEventKind,
+}
+
+/// What happened to the link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEventKind {
+    /// CER/CEA completed: the connection is Open.
+    Opened,
+    /// The open connection ended.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+        /// When it had opened.
+        opened: Stamp,
+    },
+}
+
+impl fmt::Display for LinkEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = format!(
+            "{} ({}, {})",
+            self.remote.origin_host,
+            self.remote
+                .product_name
+                .as_deref()
+                .unwrap_or("no Product-Name"),
+            self.peer
+        );
+        match &self.kind {
+            LinkEventKind::Opened => write!(f, "#{} Diameter link opened: {who}", self.stamp.seq),
+            LinkEventKind::Closed { reason, opened } => write!(
+                f,
+                "#{} Diameter link closed: {who}, open since #{}: {reason:?}",
+                self.stamp.seq, opened.seq
+            ),
+        }
+    }
+}
+
+/// A connection or byte stream that was not a Diameter peer: garbage, no
+/// CER first, no common application, a framing error.
+#[derive(Clone, Debug)]
+pub struct Stray {
+    /// When it was noticed.
+    pub stamp: Stamp,
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// What was wrong, at most [`STRAY_TEXT_MAX`] bytes, control
+    /// characters escaped.
+    pub reason: String,
+}
+
+impl fmt::Display for Stray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} from {}: {}", self.stamp.seq, self.peer, self.reason)
+    }
+}
+
+/// At most `max` bytes of `text` (on a char boundary, "…" marking a cut),
+/// control characters escaped: safe to keep and print whatever a peer sent.
+pub fn clip(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let budget = max.saturating_sub('…'.len_utf8());
+    for c in text.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > budget {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -229,6 +365,29 @@ struct State {
     scripts: Vec<Script>,
     connections: Vec<ConnectionInfo>,
     handles: Vec<PeerHandle>,
+    link_events: Vec<LinkEvent>,
+    strays: Vec<Stray>,
+    stray_total: usize,
+    /// (Origin-Host, end-to-end id) of every record: finds retransmissions.
+    by_e2e: HashMap<(String, u32), usize>,
+    /// The answer sent to each record, to send again to a retransmission.
+    answers: HashMap<usize, Message>,
+    /// Retransmissions of a record whose answer is still delayed: where to
+    /// send it too (connection, hop-by-hop id).
+    waiters: HashMap<usize, Vec<(PeerHandle, u32)>>,
+}
+
+impl State {
+    fn add_stray(&mut self, peer: SocketAddr, reason: &str) {
+        self.stray_total += 1;
+        if self.strays.len() < STRAYS_KEPT {
+            self.strays.push(Stray {
+                stamp: stamp(),
+                peer,
+                reason: clip(reason, STRAY_TEXT_MAX),
+            });
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -251,20 +410,31 @@ enum Decision {
     Withhold,
 }
 
+/// The accept task; aborted when the last [`Enabler`] clone goes.
 #[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
-impl Drop for AbortOnDrop {
+struct Acceptor(Mutex<Option<JoinHandle<()>>>);
+impl Drop for Acceptor {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = self.0.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
     }
 }
 
 /// The Charging Enabler. Cheap to clone; the listener stops when the last
-/// clone is dropped (open connections run until the SUT closes them).
+/// clone is dropped (open connections run until the SUT closes them) or at
+/// [`Enabler::shutdown`].
 #[derive(Clone, Debug)]
 pub struct Enabler {
     shared: Arc<Shared>,
-    _accept: Arc<AbortOnDrop>,
+    accept: Arc<Acceptor>,
+}
+
+/// Origin-Host of a message, as text ("" if absent).
+fn origin_host(msg: &Message) -> String {
+    msg.avp(code::ORIGIN_HOST)
+        .map(|a| String::from_utf8_lossy(&a.data).into_owned())
+        .unwrap_or_default()
 }
 
 impl Shared {
@@ -275,37 +445,107 @@ impl Shared {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    fn error(&self, msg: &Message, rc: u32, failed: Option<Avp>, text: &str) -> Decision {
+        Decision::Answer {
+            message: error_answer(msg, &self.identity, rc, failed, Some(text)),
+            result_code: rc,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// An ACR for an application other than Rf: the answer RFC 6733 asks
+    /// for and what to record. Header application id first (3007, or 3001
+    /// for an application the Enabler serves but that has no ACR), then
+    /// Acct-Application-Id, bare or inside Vendor-Specific-Application-Id
+    /// (5004 with Failed-AVP).
+    fn application_error(&self, msg: &Message) -> Option<(Decision, String)> {
+        let header_app = msg.header.application_id;
+        if header_app != app::ACCOUNTING_RF {
+            let served = self.identity.application_ids().contains(&header_app);
+            let (rc, text) = if served {
+                (
+                    result::COMMAND_UNSUPPORTED,
+                    format!(
+                        "ACR in the header's application {header_app}, which has no ACR; Rf is 3"
+                    ),
+                )
+            } else {
+                (
+                    result::APPLICATION_UNSUPPORTED,
+                    format!(
+                        "ACR for application {header_app} in the header; this Charging Enabler serves Rf (3) accounting"
+                    ),
+                )
+            };
+            return Some((
+                self.error(msg, rc, None, &text),
+                format!("{text}; answered {rc}"),
+            ));
+        }
+        let wrong = |a: &Avp| a.as_u32() != Ok(app::ACCOUNTING_RF);
+        let value = |a: &Avp| match a.as_u32() {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("unreadable ({e})"),
+        };
+        let bare: Vec<&Avp> = msg.avps_with(code::ACCT_APPLICATION_ID, None).collect();
+        let bad = if let Some(a) = bare.iter().find(|a| wrong(a)) {
+            Some((
+                (*a).clone(),
+                format!("Acct-Application-Id is {}, expected 3 (Rf)", value(a)),
+            ))
+        } else if bare.is_empty() {
+            msg.avps_with(code::VENDOR_SPECIFIC_APPLICATION_ID, None)
+                .find_map(|g| {
+                    let acct = g.find(code::ACCT_APPLICATION_ID)?;
+                    wrong(&acct).then(|| {
+                        (
+                            g.clone(),
+                            format!(
+                                "Acct-Application-Id in Vendor-Specific-Application-Id is {}, expected 3 (Rf)",
+                                value(&acct)
+                            ),
+                        )
+                    })
+                })
+        } else {
+            None
+        };
+        let (failed, text) = bad?;
+        let rc = result::INVALID_AVP_VALUE;
+        Some((
+            self.error(msg, rc, Some(failed), &text),
+            format!("{text}; answered {rc}"),
+        ))
+    }
+
     /// The answer for a request, by command. CCR and anything else that is
     /// not an ACR ends here with 3001 until the OCS role exists.
-    fn decide(&self, msg: &Message, ch1: &Result<Ch1Request, MappingError>) -> Decision {
+    fn decide(
+        &self,
+        msg: &Message,
+        ch1: &Result<Ch1Request, MappingError>,
+    ) -> (Decision, Option<String>) {
         if msg.header.command_code != command::ACCOUNTING {
-            return Decision::Answer {
-                message: error_answer(
+            return (
+                self.error(
                     msg,
-                    &self.identity,
                     result::COMMAND_UNSUPPORTED,
                     None,
-                    Some("the Charging Enabler answers ACR (Rf) only"),
+                    "the Charging Enabler answers ACR (Rf) only",
                 ),
-                result_code: result::COMMAND_UNSUPPORTED,
-                delay: Duration::ZERO,
-            };
+                None,
+            );
+        }
+        if let Some((d, why)) = self.application_error(msg) {
+            return (d, Some(why));
         }
         let req = match ch1 {
             Ok(r) => r,
             Err(e) => {
-                let rc = e.result_code();
-                return Decision::Answer {
-                    message: error_answer(
-                        msg,
-                        &self.identity,
-                        rc,
-                        e.failed_avp(),
-                        Some(&e.to_string()),
-                    ),
-                    result_code: rc,
-                    delay: Duration::ZERO,
-                };
+                return (
+                    self.error(msg, e.result_code(), e.failed_avp(), &e.to_string()),
+                    None,
+                );
             }
         };
         let scripted = {
@@ -320,23 +560,16 @@ impl Shared {
         };
         let a = scripted.unwrap_or(ScriptedAnswer::result(result::SUCCESS));
         if a.withhold {
-            return Decision::Withhold;
+            return (Decision::Withhold, None);
         }
-        Decision::Answer {
-            message: aca_for(msg, &self.identity, a.result_code),
-            result_code: a.result_code,
-            delay: a.delay,
-        }
-    }
-
-    fn push_record(&self, record: ChargingRecord) -> usize {
-        let idx = {
-            let mut st = self.lock();
-            st.records.push(record);
-            st.records.len() - 1
-        };
-        self.notify();
-        idx
+        (
+            Decision::Answer {
+                message: aca_for(msg, &self.identity, a.result_code),
+                result_code: a.result_code,
+                delay: a.delay,
+            },
+            None,
+        )
     }
 
     fn set_answer(&self, idx: usize, outcome: AnswerOutcome) {
@@ -346,8 +579,164 @@ impl Shared {
         self.notify();
     }
 
+    /// Sends the answer of record `idx` on `handle`, and to every
+    /// retransmission waiting for it; keeps it for later ones.
+    fn send_answer(&self, idx: usize, message: Message, result_code: u32, handle: &PeerHandle) {
+        let s = stamp();
+        handle.answer(message.clone());
+        let waiting = {
+            let mut st = self.lock();
+            st.answers.insert(idx, message.clone());
+            st.waiters.remove(&idx).unwrap_or_default()
+        };
+        for (h, hop_by_hop) in waiting {
+            let mut again = message.clone();
+            again.header.hop_by_hop = hop_by_hop;
+            h.answer(again);
+        }
+        self.set_answer(
+            idx,
+            AnswerOutcome::Answered {
+                result_code,
+                stamp: s,
+            },
+        );
+    }
+
+    fn carry_out(self: &Arc<Self>, idx: usize, decision: Decision, handle: &PeerHandle) {
+        match decision {
+            Decision::Withhold => self.set_answer(idx, AnswerOutcome::Withheld),
+            Decision::Answer {
+                message,
+                result_code,
+                delay,
+            } => {
+                if delay.is_zero() {
+                    self.send_answer(idx, message, result_code, handle);
+                } else {
+                    let shared = Arc::clone(self);
+                    let handle = handle.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        shared.send_answer(idx, message, result_code, &handle);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records a request once: a copy with the T flag of one already
+    /// recorded is counted on it (Some(idx) returned), else None.
+    fn count_retransmission(
+        &self,
+        peer: SocketAddr,
+        msg: &Message,
+        received: Stamp,
+    ) -> Option<usize> {
+        if !msg.header.is_retransmit() {
+            return None;
+        }
+        let key = (origin_host(msg), msg.header.end_to_end);
+        let idx = {
+            let mut st = self.lock();
+            let idx = *st.by_e2e.get(&key)?;
+            let rec = st.records.get_mut(idx)?;
+            rec.retransmissions += 1;
+            rec.warnings.push(format!(
+                "retransmitted with the T flag (end-to-end id {:#010x}) from {peer} at #{}; answered again, counted once",
+                key.1, received.seq
+            ));
+            idx
+        };
+        self.notify();
+        Some(idx)
+    }
+
+    /// A retransmission of record `idx`: the same answer again (when it is
+    /// sent, if it is still delayed); a withheld one is decided again.
+    fn on_retransmission(self: &Arc<Self>, idx: usize, msg: Message, handle: &PeerHandle) {
+        enum Then {
+            Replay(Message),
+            Wait,
+            Decide,
+        }
+        let then = {
+            let mut st = self.lock();
+            match st.answers.get(&idx) {
+                Some(a) => Then::Replay(a.clone()),
+                None => match st.records.get(idx).map(|r| &r.answer) {
+                    Some(AnswerOutcome::Withheld) => Then::Decide,
+                    _ => {
+                        st.waiters
+                            .entry(idx)
+                            .or_default()
+                            .push((handle.clone(), msg.header.hop_by_hop));
+                        Then::Wait
+                    }
+                },
+            }
+        };
+        match then {
+            Then::Replay(mut a) => {
+                a.header.hop_by_hop = msg.header.hop_by_hop;
+                handle.answer(a);
+            }
+            Then::Wait => {}
+            Then::Decide => {
+                let ch1 = Ch1Request::from_acr(&msg);
+                let (decision, _) = self.decide(&msg, &ch1);
+                self.carry_out(idx, decision, handle);
+            }
+        }
+    }
+
+    /// Pushes a record, indexed by Origin-Host and end-to-end id; warns if
+    /// the id was used before without the T flag.
+    fn push_record(&self, mut record: ChargingRecord) -> usize {
+        let key = (
+            origin_host(&record.message),
+            record.message.header.end_to_end,
+        );
+        let idx = {
+            let mut st = self.lock();
+            let idx = st.records.len();
+            match st.by_e2e.get(&key) {
+                Some(&first) => {
+                    let seq = st.records.get(first).map_or(0, |r| r.stamp.seq);
+                    record.warnings.push(format!(
+                        "end-to-end id {:#010x} of {} used again (first by #{seq}){}",
+                        key.1,
+                        key.0,
+                        if record.message.header.is_retransmit() {
+                            ""
+                        } else {
+                            " without the T flag: recorded as a new request"
+                        }
+                    ));
+                }
+                None => {
+                    if record.message.header.is_retransmit() {
+                        record.warnings.push(
+                            "T flag set, but this Enabler saw no earlier copy (sent before it started, or lost)"
+                                .to_owned(),
+                        );
+                    }
+                    st.by_e2e.insert(key, idx);
+                }
+            }
+            st.records.push(record);
+            idx
+        };
+        self.notify();
+        idx
+    }
+
     fn on_request(self: &Arc<Self>, peer: SocketAddr, msg: Message, handle: &PeerHandle) {
         let received = stamp();
+        if let Some(idx) = self.count_retransmission(peer, &msg, received) {
+            self.on_retransmission(idx, msg, handle);
+            return;
+        }
         let (ch1, warnings) = if msg.header.command_code == command::ACCOUNTING {
             match Ch1Request::from_acr_with_warnings(&msg) {
                 Ok((r, w)) => (Ok(r), w),
@@ -362,7 +751,7 @@ impl Shared {
                 Vec::new(),
             )
         };
-        let decision = self.decide(&msg, &ch1);
+        let (decision, protocol_error) = self.decide(&msg, &ch1);
         let idx = self.push_record(ChargingRecord {
             stamp: received,
             peer,
@@ -370,46 +759,18 @@ impl Shared {
             ch1,
             warnings,
             answer: AnswerOutcome::Pending,
+            retransmissions: 0,
+            protocol_error,
         });
-        match decision {
-            Decision::Withhold => self.set_answer(idx, AnswerOutcome::Withheld),
-            Decision::Answer {
-                message,
-                result_code,
-                delay,
-            } => {
-                if delay.is_zero() {
-                    let s = stamp();
-                    handle.answer(message);
-                    self.set_answer(
-                        idx,
-                        AnswerOutcome::Answered {
-                            result_code,
-                            stamp: s,
-                        },
-                    );
-                } else {
-                    let shared = Arc::clone(self);
-                    let handle = handle.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let s = stamp();
-                        handle.answer(message);
-                        shared.set_answer(
-                            idx,
-                            AnswerOutcome::Answered {
-                                result_code,
-                                stamp: s,
-                            },
-                        );
-                    });
-                }
-            }
-        }
+        self.carry_out(idx, decision, handle);
     }
 
     fn on_rejected(&self, peer: SocketAddr, request: Message, answer: &Message) {
         let s = stamp();
+        // The peer layer has answered the copy already.
+        if self.count_retransmission(peer, &request, s).is_some() {
+            return;
+        }
         let ch1 = Ch1Request::from_acr(&request);
         self.push_record(ChargingRecord {
             stamp: s,
@@ -421,6 +782,8 @@ impl Shared {
                 result_code: answer.result_code().unwrap_or(0),
                 stamp: s,
             },
+            retransmissions: 0,
+            protocol_error: None,
         });
     }
 
@@ -435,6 +798,95 @@ impl Shared {
             f(c);
         }
         self.notify();
+    }
+
+    fn on_warning(&self, peer: SocketAddr, warning: String) {
+        self.update_connection(peer, |c| match c.warnings.len() {
+            n if n < WARNINGS_KEPT => c.warnings.push(clip(&warning, 1000)),
+            n if n == WARNINGS_KEPT => c.warnings.push("… later warnings not kept".to_owned()),
+            _ => {}
+        });
+    }
+
+    fn on_opened(&self, peer: SocketAddr, remote: RemoteIdentity) {
+        let s = stamp();
+        {
+            let mut st = self.lock();
+            if let Some(c) = st.connections.iter_mut().rev().find(|c| c.peer == peer) {
+                c.remote = Some(remote.clone());
+                c.open = true;
+                c.opened = Some(s);
+            }
+            st.link_events.push(LinkEvent {
+                stamp: s,
+                peer,
+                remote,
+                kind: LinkEventKind::Opened,
+            });
+        }
+        self.notify();
+    }
+
+    /// A connection ended. One that had opened is a link event; one that
+    /// never did is a stray and leaves the connection list (1,000 junk
+    /// connections must not grow it).
+    fn on_closed(&self, peer: SocketAddr, reason: CloseReason) {
+        let s = stamp();
+        {
+            let mut st = self.lock();
+            let Some(i) = st.connections.iter().rposition(|c| c.peer == peer) else {
+                return;
+            };
+            match st.connections[i].opened {
+                Some(opened) => {
+                    let c = &mut st.connections[i];
+                    c.open = false;
+                    c.closed = Some(reason.clone());
+                    c.closed_at = Some(s);
+                    let remote = c.remote.clone().unwrap_or_default();
+                    if let CloseReason::Framing(text) = &reason {
+                        st.add_stray(peer, &format!("framing error on the open link: {text}"));
+                    }
+                    st.link_events.push(LinkEvent {
+                        stamp: s,
+                        peer,
+                        remote,
+                        kind: LinkEventKind::Closed { reason, opened },
+                    });
+                }
+                None => {
+                    let c = st.connections.remove(i);
+                    let why = self.stray_reason(&c, &reason);
+                    st.add_stray(peer, &why);
+                }
+            }
+        }
+        self.notify();
+    }
+
+    fn stray_reason(&self, c: &ConnectionInfo, reason: &CloseReason) -> String {
+        match reason {
+            CloseReason::Framing(text) => format!("not Diameter: {text}"),
+            CloseReason::NoCapabilitiesExchange { first } => {
+                format!("sent {first} before any CER")
+            }
+            CloseReason::CapabilitiesTimeout => {
+                format!("no CER within {:?}", self.peer_config.capabilities_timeout)
+            }
+            // The peer's warning names the CER's Origin-Host and ids.
+            CloseReason::NoCommonApplication => format!(
+                "answered 5010: {}",
+                c.warnings
+                    .iter()
+                    .find(|w| w.starts_with("CER from"))
+                    .map_or("no common application", String::as_str)
+            ),
+            CloseReason::ConnectionLost => match c.warnings.first() {
+                Some(w) => format!("closed before CER/CEA completed ({w})"),
+                None => "closed before sending a CER".to_owned(),
+            },
+            other => format!("closed before CER/CEA completed: {other:?}"),
+        }
     }
 
     fn serve(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) {
@@ -453,6 +905,9 @@ impl Shared {
                 open: false,
                 closed: None,
                 warnings: Vec::new(),
+                accepted: stamp(),
+                opened: None,
+                closed_at: None,
             });
             st.handles.push(handle.clone());
         }
@@ -461,27 +916,37 @@ impl Shared {
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 match ev {
-                    PeerEvent::Opened { remote } => shared.update_connection(addr, |c| {
-                        c.remote = Some(remote);
-                        c.open = true;
-                    }),
+                    PeerEvent::Opened { remote } => shared.on_opened(addr, remote),
                     PeerEvent::Request(msg) => shared.on_request(addr, msg, &handle),
                     PeerEvent::Rejected { request, answer } => {
                         shared.on_rejected(addr, request, &answer)
                     }
-                    PeerEvent::Answer(msg) => shared.update_connection(addr, |c| {
-                        c.warnings
-                            .push(format!("unexpected answer {}", msg.describe()))
-                    }),
-                    PeerEvent::Warning(w) => shared.update_connection(addr, |c| c.warnings.push(w)),
-                    PeerEvent::Closed { reason } => shared.update_connection(addr, |c| {
-                        c.open = false;
-                        c.closed = Some(reason);
-                    }),
+                    PeerEvent::Answer(msg) => {
+                        shared.on_warning(addr, format!("unexpected answer {}", msg.describe()))
+                    }
+                    PeerEvent::Warning(w) => shared.on_warning(addr, w),
+                    PeerEvent::Closed { reason } => shared.on_closed(addr, reason),
                 }
             }
             shared.lock().handles.retain(|h| !h.is_closed());
         });
+    }
+
+    /// Waits until `f` finds something in the state (checked now and on
+    /// every change), or None at the timeout.
+    async fn wait_until<T>(&self, timeout: Duration, f: impl Fn(&State) -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(t) = f(&self.lock()) {
+                return Some(t);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
     }
 }
 
@@ -522,7 +987,7 @@ impl Enabler {
         });
         Ok(Enabler {
             shared,
-            _accept: Arc::new(AbortOnDrop(task)),
+            accept: Arc::new(Acceptor(Mutex::new(Some(task)))),
         })
     }
 
@@ -586,18 +1051,85 @@ impl Enabler {
         predicate: impl Fn(&ChargingRecord) -> bool,
         timeout: Duration,
     ) -> Option<ChargingRecord> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.shared.changed.subscribe();
-        loop {
-            rx.borrow_and_update();
-            if let Some(r) = self.shared.lock().records.iter().find(|r| predicate(r)) {
-                return Some(r.clone());
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return None,
-            }
+        self.shared
+            .wait_until(timeout, |st| {
+                st.records.iter().find(|r| predicate(r)).cloned()
+            })
+            .await
+    }
+
+    /// Waits until a SUT peer's connection is Open (CER/CEA completed) and
+    /// returns it, with what its CER said (Origin-Host, Origin-Realm,
+    /// Product-Name, Vendor-Id, application ids); at once if one is open
+    /// now (the latest). None at the timeout.
+    pub async fn wait_for_peer(&self, timeout: Duration) -> Option<ConnectionInfo> {
+        self.shared
+            .wait_until(timeout, |st| {
+                st.connections.iter().rev().find(|c| c.open).cloned()
+            })
+            .await
+    }
+
+    /// Waits until a link event satisfies `predicate` (those there now
+    /// included); the first in order, or None at the timeout.
+    pub async fn wait_for_link_event(
+        &self,
+        predicate: impl Fn(&LinkEvent) -> bool,
+        timeout: Duration,
+    ) -> Option<LinkEvent> {
+        self.shared
+            .wait_until(timeout, |st| {
+                st.link_events.iter().find(|e| predicate(e)).cloned()
+            })
+            .await
+    }
+
+    /// Every SUT link opened or closed, in order, with timeline stamps:
+    /// compare them with a scenario's stamps to see if a drop overlapped it.
+    pub fn link_events(&self) -> Vec<LinkEvent> {
+        self.shared.lock().link_events.clone()
+    }
+
+    /// Connections and byte streams that were not a Diameter peer: the
+    /// first [`STRAYS_KEPT`] entries, and how many there were in all.
+    pub fn strays(&self) -> (Vec<Stray>, usize) {
+        let st = self.shared.lock();
+        (st.strays.clone(), st.stray_total)
+    }
+
+    /// Waits until at least `total` strays have been seen in all; false at
+    /// the timeout.
+    pub async fn wait_for_strays(&self, total: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_until(timeout, |st| (st.stray_total >= total).then_some(()))
+            .await
+            .is_some()
+    }
+
+    /// Drops every connection at once, without DPR, and keeps listening:
+    /// what a SUT sees when the link breaks. Records are kept, so a request
+    /// the SUT sends again with the T flag is recognised.
+    pub fn drop_connections(&self) {
+        let handles = self.shared.lock().handles.clone();
+        for h in handles {
+            h.abort();
         }
+    }
+
+    /// Stops listening (the port is free when this returns) and drops every
+    /// connection without DPR, as a harness process that exits would.
+    pub async fn shutdown(&self) {
+        let task = self
+            .accept
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.drop_connections();
     }
 
     /// Requests not (yet) answered: pending or withheld.
@@ -610,7 +1142,9 @@ impl Enabler {
             .count()
     }
 
-    /// Every SUT connection seen, open or closed.
+    /// Every SUT connection seen, open or closed, and those still waiting
+    /// for their CER. A connection that closed without completing CER/CEA
+    /// is not here but in [`Enabler::strays`].
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.shared.lock().connections.clone()
     }
@@ -638,5 +1172,20 @@ impl Enabler {
             .find(|h| h.peer_addr() == peer && !h.is_closed())
             .cloned()?;
         Some(h.request(msg).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_escapes_control_characters_and_cuts_on_a_char_boundary() {
+        assert_eq!(clip("a\r\nb\x1b", 200), "a\\r\\nb\\u{1b}");
+        let long = "é".repeat(500);
+        let c = clip(&long, STRAY_TEXT_MAX);
+        assert!(c.len() <= STRAY_TEXT_MAX, "{}", c.len());
+        assert!(c.ends_with('…'));
+        assert!(c.starts_with("éé"));
     }
 }

@@ -8,17 +8,22 @@
 //! - [`enabler`]: the Diameter server (CDF role) that records every request
 //!   with a timeline stamp and answers by script. The online (OCS, CH-2)
 //!   role will plug in at [`enabler::Enabler`]'s CCR seam.
-//! - [`client`]: the Rf client the reference SUT uses.
+//! - [`link`]: the reference SUT's Diameter link as a sans-IO core
+//!   (reconnection with backoff, queue, T-flag resend).
+//! - [`client`]: the Rf client the reference SUT uses, a task around
+//!   [`link::Link`].
 
 pub mod ch1;
 pub mod client;
 pub mod enabler;
+pub mod link;
 pub mod rf;
 
 pub use ch1::{Ch1Request, Ch1Response, ChargedRole, RecordType};
-pub use client::{ChargingClient, ChargingClientError, ClientConfig};
+pub use client::{ChargingClient, ChargingClientError, ClientConfig, LinkStatus};
 pub use enabler::{
     AnswerOutcome, AnswerSelector, ChargingRecord, ConnectionInfo, Enabler, EnablerConfig,
-    EnablerError, ScriptedAnswer,
+    EnablerError, LinkEvent, LinkEventKind, ScriptedAnswer, Stray,
 };
+pub use link::{Link, LinkAction, LinkConfig, LinkFailure, LinkState, RequestId};
 pub use rf::{MappingError, aca_for, bench_acr_roundtrip};

@@ -11,7 +11,7 @@ use crate::diameter::{
     Avp, LocalIdentity, Message, VENDOR_3GPP, app, code, command, dictionary, error_answer, result,
 };
 
-use super::ch1::{Ch1Request, Ch1Response, ChargedRole, RecordType};
+use super::ch1::{Ch1Request, Ch1Response, ChargedRole, RecordType, ServedUserSource};
 
 const V: Option<u32> = Some(VENDOR_3GPP);
 
@@ -285,41 +285,9 @@ impl Ch1Request {
             },
         };
 
-        // Subscription-Id: prefer END_USER_SIP_URI, else any.
-        let mut subscription: Option<String> = None;
-        for g in msg.avps_with(code::SUBSCRIPTION_ID, None) {
-            let children = match g.as_grouped() {
-                Ok(c) => c,
-                Err(e) => {
-                    warnings.push(format!("Subscription-Id: {e}"));
-                    continue;
-                }
-            };
-            let ty = children
-                .iter()
-                .find(|a| a.is(code::SUBSCRIPTION_ID_TYPE, None))
-                .and_then(|a| a.as_i32().ok());
-            let data = children
-                .iter()
-                .find(|a| a.is(code::SUBSCRIPTION_ID_DATA, None))
-                .map(|a| String::from_utf8_lossy(&a.data).into_owned());
-            match (ty, data) {
-                (Some(END_USER_SIP_URI), Some(d)) => {
-                    subscription = Some(d);
-                    break;
-                }
-                (other, Some(d)) => {
-                    warnings.push(format!(
-                        "Subscription-Id of type {other:?} (not END_USER_SIP_URI): {d}"
-                    ));
-                    subscription.get_or_insert(d);
-                }
-                (_, None) => {
-                    warnings.push("Subscription-Id without Subscription-Id-Data".to_owned())
-                }
-            }
-        }
-
+        // Subscription-Id at the top level (Ro, and many Rf clients).
+        let mut subscription =
+            subscription_id(msg.avps_with(code::SUBSCRIPTION_ID, None), &mut warnings);
         let si = msg.avp_vendor(code::SERVICE_INFORMATION, V);
         let (ims, poc) = match si.map(Avp::as_grouped) {
             None => (None, None),
@@ -346,6 +314,14 @@ impl Ch1Request {
                         }
                     }
                 };
+                // TS 32.299 puts Subscription-Id inside Service-Information on Rf.
+                if subscription.is_none() {
+                    subscription = subscription_id(
+                        children.iter().filter(|a| a.code == code::SUBSCRIPTION_ID),
+                        &mut warnings,
+                    )
+                    .map(|(u, _)| (u, ServedUserSource::ServiceInformationSubscriptionId));
+                }
                 (
                     pick(code::IMS_INFORMATION, "IMS-Information", &mut warnings),
                     pick(code::POC_INFORMATION, "PoC-Information", &mut warnings),
@@ -416,10 +392,20 @@ impl Ch1Request {
             }
         }
         let by_role = match role {
-            Some(ChargedRole::TerminatingPf) => called_party.clone(),
-            _ => calling_party.clone(),
+            Some(ChargedRole::TerminatingPf) => called_party
+                .clone()
+                .map(|u| (u, ServedUserSource::CalledPartyAddress)),
+            _ => calling_party
+                .clone()
+                .map(|u| (u, ServedUserSource::CallingPartyAddress)),
         };
-        let served_user = subscription.or(by_role).or(user_name);
+        let (served_user, served_user_source) = match subscription
+            .or(by_role)
+            .or(user_name.map(|u| (u, ServedUserSource::UserName)))
+        {
+            Some((u, from)) => (Some(u), Some(from)),
+            None => (None, None),
+        };
         if served_user.is_none() {
             warnings
                 .push("no served user (Subscription-Id, party address or User-Name)".to_owned());
@@ -431,6 +417,7 @@ impl Ch1Request {
                 record_number,
                 origin_host,
                 served_user,
+                served_user_source,
                 role,
                 call_id,
                 calling_party,
@@ -442,6 +429,46 @@ impl Ch1Request {
             warnings,
         ))
     }
+}
+
+/// The served user from Subscription-Id AVPs: END_USER_SIP_URI preferred,
+/// else the first with data; where it was found is the top level unless the
+/// caller says otherwise.
+fn subscription_id<'a>(
+    avps: impl Iterator<Item = &'a Avp>,
+    warnings: &mut Vec<String>,
+) -> Option<(String, ServedUserSource)> {
+    let mut found: Option<String> = None;
+    for g in avps {
+        let children = match g.as_grouped() {
+            Ok(c) => c,
+            Err(e) => {
+                warnings.push(format!("Subscription-Id: {e}"));
+                continue;
+            }
+        };
+        let ty = children
+            .iter()
+            .find(|a| a.is(code::SUBSCRIPTION_ID_TYPE, None))
+            .and_then(|a| a.as_i32().ok());
+        let data = children
+            .iter()
+            .find(|a| a.is(code::SUBSCRIPTION_ID_DATA, None))
+            .map(|a| String::from_utf8_lossy(&a.data).into_owned());
+        match (ty, data) {
+            (Some(END_USER_SIP_URI), Some(d)) => {
+                return Some((d, ServedUserSource::SubscriptionId));
+            }
+            (other, Some(d)) => {
+                warnings.push(format!(
+                    "Subscription-Id of type {other:?} (not END_USER_SIP_URI): {d}"
+                ));
+                found.get_or_insert(d);
+            }
+            (_, None) => warnings.push("Subscription-Id without Subscription-Id-Data".to_owned()),
+        }
+    }
+    found.map(|d| (d, ServedUserSource::SubscriptionId))
 }
 
 /// The ACA to an ACR: Session-Id, Result-Code, Origin-Host, Origin-Realm,

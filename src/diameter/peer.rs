@@ -85,6 +85,14 @@ pub enum CloseReason {
     ConnectionLost,
     /// The byte stream could not be framed.
     Framing(String),
+    /// The first message on an accepted connection was not a CER
+    /// (RFC 6733 5.3: capabilities are exchanged first).
+    NoCapabilitiesExchange {
+        /// One-line description of what came instead.
+        first: String,
+    },
+    /// Closed locally at once, without DPR (as a process that exits).
+    Aborted,
 }
 
 /// What the application learns.
@@ -208,7 +216,9 @@ impl Peer {
         self.next_hbh = self.next_hbh.wrapping_add(1).max(1);
         msg.header.flags |= Header::REQUEST;
         msg.header.hop_by_hop = hbh;
-        if !(msg.header.is_retransmit() && msg.header.end_to_end != 0) {
+        // A caller that manages its own end-to-end ids (a retransmission
+        // with T, or a client that may have to retransmit later) sets one.
+        if msg.header.end_to_end == 0 {
             msg.header.end_to_end = self.next_e2e;
             self.next_e2e =
                 (self.next_e2e & 0xfff0_0000) | (self.next_e2e.wrapping_add(1) & 0xf_ffff);
@@ -245,7 +255,9 @@ impl Peer {
                 if cmd == command::CAPABILITIES_EXCHANGE && req {
                     self.on_cer(msg);
                 } else {
-                    self.warn(format!("{} received before CER; ignored", msg.describe()));
+                    let first = msg.describe();
+                    self.warn(format!("{first} received before CER; closing"));
+                    self.close(CloseReason::NoCapabilitiesExchange { first });
                 }
             }
             PeerState::WaitCea => {
@@ -419,6 +431,11 @@ impl Peer {
         self.close(CloseReason::ConnectionLost);
     }
 
+    /// Closes at once without DPR (the transport drops the connection).
+    pub fn abort(&mut self) {
+        self.close(CloseReason::Aborted);
+    }
+
     /// The transport could not frame the byte stream.
     pub fn handle_framing_error(&mut self, description: String) {
         self.close(CloseReason::Framing(description));
@@ -478,8 +495,9 @@ impl Peer {
         }
     }
 
-    /// Sends an application request: sets R, assigns the hop-by-hop id and
-    /// (unless T is set with an id already there) the end-to-end id.
+    /// Sends an application request: sets R, assigns the hop-by-hop id and,
+    /// unless the message already has one, the end-to-end id (a caller that
+    /// may retransmit with T picks its own, RFC 6733 5.5.4).
     pub fn send_request(&mut self, msg: Message) -> Result<u32, PeerError> {
         if self.state != PeerState::Open {
             return Err(PeerError::NotOpen { state: self.state });

@@ -65,6 +65,10 @@ impl FrameDecoder {
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
+    /// The first `n` buffered bytes (for error reports).
+    pub fn head(&self, n: usize) -> Vec<u8> {
+        self.buf.iter().take(n).copied().collect()
+    }
     /// Bytes buffered but not yet returned.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -134,6 +138,7 @@ enum Command {
     Answer(Message),
     Raw(Vec<u8>),
     Close(oneshot::Sender<()>),
+    Abort,
 }
 
 /// Handle to a running connection. Cheap to clone.
@@ -171,6 +176,11 @@ impl PeerHandle {
         if self.tx.send(Command::Close(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
         }
+    }
+    /// Drops the connection at once, without DPR (as a process that
+    /// exits would); the last event is `Closed { reason: Aborted }`.
+    pub fn abort(&self) {
+        let _ = self.tx.send(Command::Abort);
     }
     /// Remote address.
     pub fn peer_addr(&self) -> SocketAddr {
@@ -256,8 +266,30 @@ impl Driver {
                     std::time::Instant::now(),
                 );
             }
+            Command::Abort => self.peer.abort(),
         }
     }
+}
+
+/// Up to `max` bytes of `data` as text a person can read: printable ASCII
+/// as is, everything else escaped (`\r`, `\n`, `\t`, `\xNN`).
+pub fn escape_bytes(data: &[u8], max: usize) -> String {
+    let mut out = String::new();
+    for &b in data.iter().take(max) {
+        match b {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\t' => out.push_str("\\t"),
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if data.len() > max {
+        out.push('…');
+    }
+    out
 }
 
 async fn drive(
@@ -317,7 +349,13 @@ async fn drive(
                             }
                             Ok(None) => break,
                             Err(e) => {
-                                d.peer.handle_framing_error(e.to_string());
+                                // Say what the bytes were: a lab wants to
+                                // know who talks HTTP to its Diameter port.
+                                let head = decoder.head(33);
+                                d.peer.handle_framing_error(format!(
+                                    "{e} (bytes \"{}\")",
+                                    escape_bytes(&head, 32)
+                                ));
                                 break;
                             }
                         }

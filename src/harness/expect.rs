@@ -4,7 +4,12 @@
 //! These run after every scenario (`spec/flows.md`, "Rules that hold for
 //! every flow"), so no scenario repeats them.
 
-use crate::charging::ch1::RecordType;
+use super::rules::{self, Rule};
+use super::verdict::Violation;
+use crate::charging::ch1::{ChargedRole, RecordType};
+use crate::charging::enabler::ChargingRecord;
+use crate::profile::{ChargedFunction, OrderingReading};
+use crate::sip::message;
 use crate::timeline::Stamp;
 
 /// One CH-1 request as the rules see it.
@@ -40,86 +45,339 @@ pub fn record_type_named(text: &str) -> Option<RecordType> {
     .find(|k| k.ch1_name() == text)
 }
 
-/// A broken rule, with the sequence that shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleViolation {
-    pub rule: &'static str,
-    pub expected: String,
-    pub observed: String,
-}
-
-/// Checks one charging session of one charged function (offline, CH-1).
-/// EventRequests stand alone and are not part of the session.
-pub fn offline_session_rules(requests: &[ObservedRequest]) -> Vec<RuleViolation> {
+/// Checks one charging session of one charged function (offline, CH-1),
+/// requests in arrival order. EventRequests stand alone and are not part of
+/// the session. `subject` names the function, for the violations.
+pub fn offline_session_rules(requests: &[ObservedRequest], subject: &str) -> Vec<Violation> {
     let session: Vec<&ObservedRequest> = requests
         .iter()
         .filter(|r| r.kind != RecordType::Event)
         .collect();
     let mut out = Vec::new();
-    if session.is_empty() {
+    let Some(first) = session.first() else {
         return out;
-    }
+    };
     let observed = session
         .iter()
         .map(|r| r.line())
         .collect::<Vec<_>>()
         .join("\n");
-    let starts = session
-        .iter()
-        .filter(|r| r.kind == RecordType::Start)
-        .count();
+    let v = |rule, expected: String, observed: String| {
+        Violation::new(rule, subject, expected, observed)
+    };
+    let count = |kind| session.iter().filter(|r| r.kind == kind).count();
+    let starts = count(RecordType::Start);
     if starts != 1 {
-        out.push(RuleViolation {
-            rule: "exactly one StartRequest per charging session",
-            expected: "1 StartRequest".into(),
-            observed: format!("{starts} StartRequests:\n{observed}"),
-        });
+        out.push(v(
+            &rules::ONE_START,
+            "1 StartRequest".into(),
+            format!("{starts} StartRequests:\n{observed}"),
+        ));
     }
-    if session[0].kind != RecordType::Start {
-        out.push(RuleViolation {
-            rule: "no InterimRequest or StopRequest before the StartRequest",
-            expected: "StartRequest first".into(),
-            observed: observed.clone(),
-        });
+    if first.kind != RecordType::Start {
+        out.push(v(
+            &rules::START_FIRST,
+            "StartRequest first".into(),
+            observed.clone(),
+        ));
     }
-    let stops = session
-        .iter()
-        .filter(|r| r.kind == RecordType::Stop)
-        .count();
+    let stops = count(RecordType::Stop);
     if stops > 1 {
-        out.push(RuleViolation {
-            rule: "at most one StopRequest per charging session",
-            expected: "0 or 1 StopRequest".into(),
-            observed: format!("{stops} StopRequests:\n{observed}"),
-        });
+        out.push(v(
+            &rules::AT_MOST_ONE_STOP,
+            "0 or 1 StopRequest".into(),
+            format!("{stops} StopRequests:\n{observed}"),
+        ));
     }
+    // A second Stop is the one-stop rule's; this one is about anything else.
     if let Some(i) = session.iter().position(|r| r.kind == RecordType::Stop)
-        && i + 1 != session.len()
+        && session[i + 1..].iter().any(|r| r.kind != RecordType::Stop)
     {
-        out.push(RuleViolation {
-            rule: "the StopRequest is last: nothing after it",
-            expected: "StopRequest last".into(),
-            observed: observed.clone(),
-        });
+        out.push(v(
+            &rules::STOP_LAST,
+            "StopRequest last".into(),
+            observed.clone(),
+        ));
+    }
+    if first.record_number != 0 {
+        out.push(v(
+            &rules::NUMBER_STARTS_AT_ZERO,
+            "the first request numbered 0".into(),
+            observed.clone(),
+        ));
     }
     let numbers: Vec<u32> = session.iter().map(|r| r.record_number).collect();
-    let wanted: Vec<u32> = (0..).take(numbers.len()).collect();
-    if numbers != wanted {
-        out.push(RuleViolation {
-            rule: "Accounting-Record-Number starts at 0 and rises by one",
-            expected: format!("{wanted:?}"),
-            observed: format!("{numbers:?}"),
-        });
+    if numbers
+        .windows(2)
+        .any(|w| w[0].checked_add(1) != Some(w[1]))
+    {
+        let wanted: Vec<u32> = (first.record_number..).take(numbers.len()).collect();
+        out.push(v(
+            &rules::NUMBER_RISES_BY_ONE,
+            format!("{wanted:?}"),
+            format!("{numbers:?}"),
+        ));
     }
-    let first_id = &session[0].session_id;
+    let first_id = &first.session_id;
     if session.iter().any(|r| &r.session_id != first_id) {
-        out.push(RuleViolation {
-            rule: "one Session-Id from Start to Stop",
-            expected: format!("every request with Session-Id={first_id}"),
-            observed: observed.clone(),
-        });
+        out.push(v(
+            &rules::ONE_SESSION_ID,
+            format!("every request with Session-Id={first_id}"),
+            observed.clone(),
+        ));
     }
     out
+}
+
+/// "No request of this kind after this point", and the rule it would break.
+#[derive(Debug, Clone, Copy)]
+pub struct Forbidden {
+    pub kind: RecordType,
+    pub after: Stamp,
+    pub rule: &'static Rule,
+}
+
+/// One charged function's stream of a scenario: the function and the test
+/// user it serves (the unique user part, `alice.12x…`).
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub function: ChargedFunction,
+    /// The user's role name in the scenario (`alice`).
+    pub role_name: String,
+    /// The user part the SUT names in its requests.
+    pub served: String,
+}
+
+impl Stream {
+    pub fn subject(&self) -> String {
+        format!("the {} serving {}", self.function, self.role_name)
+    }
+}
+
+/// What the judge needs to know of a scenario, kept after its World is
+/// gone so that a request arriving after the verdict can still be judged.
+#[derive(Debug, Clone)]
+pub struct ScenarioFacts {
+    pub streams: Vec<Stream>,
+    /// Every test user of the scenario (unique user parts).
+    pub user_names: Vec<String>,
+    /// The BYE that ended an established session (the scenario's, or the
+    /// harness's teardown); None if the session was never established.
+    pub session_end: Option<Stamp>,
+    /// Re-INVITEs sent, and how many the far end accepted.
+    pub reinvites: (usize, usize),
+    pub forbidden: Vec<Forbidden>,
+    pub ordering: OrderingReading,
+    pub pinned_service_context: Option<String>,
+}
+
+/// The served user a record names, as a user part (`alice.r7s3`).
+pub fn served_user_of(record: &ChargingRecord) -> Option<&str> {
+    record
+        .ch1
+        .as_ref()
+        .ok()
+        .and_then(|c| c.served_user.as_deref())
+        .and_then(message::uri_user)
+}
+
+/// The records `names_ours` accepts (they name one of our users), and those
+/// continuing a Session-Id that such a record opened (a SUT may name the
+/// served user in its first request only). The one rule of correlation, for
+/// functions, scenarios and strays alike.
+pub fn belonging_to(
+    records: Vec<ChargingRecord>,
+    names_ours: impl Fn(&ChargingRecord) -> bool,
+) -> Vec<ChargingRecord> {
+    let sessions: std::collections::HashSet<String> = records
+        .iter()
+        .filter(|r| names_ours(r))
+        .filter_map(|r| r.ch1.as_ref().ok().map(|c| c.session_id.clone()))
+        .collect();
+    let mut v: Vec<ChargingRecord> = records
+        .into_iter()
+        .filter(|r| {
+            names_ours(r)
+                || r.ch1
+                    .as_ref()
+                    .is_ok_and(|c| sessions.contains(&c.session_id))
+        })
+        .collect();
+    v.sort_by_key(|r| r.stamp);
+    v
+}
+
+/// Whether a reported role is the one a function plays.
+pub fn role_matches(role: ChargedRole, function: ChargedFunction) -> bool {
+    matches!(
+        (role, function),
+        (ChargedRole::OriginatingPf, ChargedFunction::OriginatingPf)
+            | (ChargedRole::TerminatingPf, ChargedFunction::TerminatingPf)
+            | (
+                ChargedRole::ControllingFunction,
+                ChargedFunction::ControllingFunction
+            )
+    )
+}
+
+/// Whether a record names the stream's served user (and, when it reports a
+/// role, the stream's function).
+pub fn names_stream(record: &ChargingRecord, stream: &Stream) -> bool {
+    let Ok(req) = &record.ch1 else {
+        return false;
+    };
+    if served_user_of(record) != Some(stream.served.as_str()) {
+        return false;
+    }
+    req.role.is_none_or(|r| role_matches(r, stream.function))
+}
+
+/// A stream's records, in arrival order.
+pub fn stream_records(all: Vec<ChargingRecord>, stream: &Stream) -> Vec<ChargingRecord> {
+    belonging_to(all, |r| names_stream(r, stream))
+}
+
+/// Every record of a scenario, whatever the function.
+pub fn scenario_records(all: Vec<ChargingRecord>, facts: &ScenarioFacts) -> Vec<ChargingRecord> {
+    belonging_to(all, |r| {
+        served_user_of(r).is_some_and(|u| facts.user_names.iter().any(|n| n == u))
+    })
+}
+
+fn observed_of(records: &[ChargingRecord]) -> Vec<ObservedRequest> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let c = r.ch1.as_ref().ok()?;
+            Some(ObservedRequest {
+                stamp: r.stamp,
+                kind: c.kind,
+                record_number: c.record_number,
+                session_id: c.session_id.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Every rule judged on a scenario's whole charging once it is over: the
+/// every-flow rules per stream, a Stop for every ended session, one Interim
+/// per modification, what steps forbade, and what the profile pins. Pure:
+/// run after the scenario, and again at the end of the run on whatever
+/// arrived since.
+pub fn judge_scenario(facts: &ScenarioFacts, all: &[ChargingRecord]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for stream in &facts.streams {
+        let records = stream_records(all.to_vec(), stream);
+        let observed = observed_of(&records);
+        out.extend(offline_session_rules(&observed, &stream.subject()));
+        let session: Vec<&ObservedRequest> = observed
+            .iter()
+            .filter(|r| r.kind != RecordType::Event)
+            .collect();
+        let started = session.iter().any(|r| r.kind == RecordType::Start);
+        let lines = || {
+            session
+                .iter()
+                .map(|r| r.line())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        if started
+            && let Some(end) = facts.session_end
+            && !session
+                .iter()
+                .any(|r| r.kind == RecordType::Stop && r.stamp > end)
+        {
+            out.push(Violation::new(
+                &rules::STOP_ENDS_EVERY_SESSION,
+                stream.subject(),
+                "a StopRequest after the BYE that ended the session",
+                format!("in arrival order:\n{}", lines()),
+            ));
+        }
+        if started {
+            let interims = session
+                .iter()
+                .filter(|r| r.kind == RecordType::Interim)
+                .count();
+            let (sent, completed) = facts.reinvites;
+            let (ok, expected) = match facts.ordering {
+                OrderingReading::Strict => (
+                    interims == completed,
+                    format!("{completed} InterimRequest(s): one per accepted re-INVITE"),
+                ),
+                OrderingReading::Lenient => (
+                    (completed..=sent).contains(&interims),
+                    format!(
+                        "{completed} to {sent} InterimRequest(s): one per accepted re-INVITE, at most one per re-INVITE"
+                    ),
+                ),
+            };
+            if !ok {
+                out.push(Violation::new(
+                    &rules::INTERIM_PER_MODIFICATION,
+                    stream.subject(),
+                    expected,
+                    format!("{interims} InterimRequest(s):\n{}", lines()),
+                ));
+            }
+        }
+    }
+    let records = scenario_records(all.to_vec(), facts);
+    for record in &records {
+        if let Some(why) = &record.protocol_error {
+            out.push(Violation::new(
+                &rules::RF_APPLICATION_ID,
+                record_line(record),
+                "Rf (3) in the header and in Acct-Application-Id",
+                why.clone(),
+            ));
+        }
+    }
+    for f in &facts.forbidden {
+        let seen: Vec<String> = records
+            .iter()
+            .filter(|r| r.stamp > f.after && r.ch1.as_ref().is_ok_and(|c| c.kind == f.kind))
+            .map(record_line)
+            .collect();
+        if !seen.is_empty() {
+            out.push(Violation::new(
+                f.rule,
+                "this scenario's charging",
+                format!("no {}", f.kind.ch1_name()),
+                seen.join("\n"),
+            ));
+        }
+    }
+    if let Some(pinned) = &facts.pinned_service_context {
+        for record in &records {
+            let Ok(c) = &record.ch1 else { continue };
+            if c.service_context_id.as_deref() != Some(pinned.as_str()) {
+                out.push(Violation::new(
+                    &rules::PINNED_SERVICE_CONTEXT,
+                    record_line(record),
+                    pinned.clone(),
+                    c.service_context_id
+                        .clone()
+                        .unwrap_or_else(|| "(absent)".into()),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One line for a sequence: `StartRequest #0 Session-Id=…`.
+pub fn record_line(record: &ChargingRecord) -> String {
+    match &record.ch1 {
+        Ok(c) => format!(
+            "{} #{} Session-Id={}",
+            c.kind.ch1_name(),
+            c.record_number,
+            c.session_id
+        ),
+        Err(e) => format!("unreadable ACR: {e}"),
+    }
 }
 
 /// Expected against observed, one message a line, as a diff: `  ` both,
@@ -171,9 +429,9 @@ mod tests {
     }
 
     fn rules(v: &[ObservedRequest]) -> Vec<&'static str> {
-        offline_session_rules(v)
+        offline_session_rules(v, "originating PF")
             .into_iter()
-            .map(|v| v.rule)
+            .map(|v| v.rule.id)
             .collect()
     }
 
@@ -188,50 +446,46 @@ mod tests {
         assert!(rules(&[]).is_empty());
     }
 
+    /// Each rule of a session, broken alone, is named alone.
     #[test]
     fn each_broken_rule_is_named() {
-        let two_starts = [
-            req(RecordType::Start, 0, "s"),
-            req(RecordType::Start, 1, "s"),
+        use RecordType::{Interim, Start, Stop};
+        type Session = &'static [(RecordType, u32, &'static str)];
+        let cases: [(Session, &str); 8] = [
+            (&[(Start, 0, "s"), (Start, 1, "s")], "off.session.one-start"),
+            (&[(Start, 0, "s"), (Interim, 1, "s"), (Interim, 2, "s")], ""),
+            (
+                &[(Interim, 0, "s"), (Start, 1, "s")],
+                "off.session.start-first",
+            ),
+            (
+                &[(Start, 0, "s"), (Stop, 1, "s"), (Interim, 2, "s")],
+                "off.session.stop-last",
+            ),
+            (
+                &[(Start, 0, "s"), (Stop, 1, "s"), (Stop, 2, "s")],
+                "off.session.one-stop",
+            ),
+            (
+                &[(Start, 1, "s"), (Stop, 2, "s")],
+                "off.session.number-from-0",
+            ),
+            (
+                &[(Start, 0, "s"), (Stop, 2, "s")],
+                "off.session.number-rises-by-1",
+            ),
+            (
+                &[(Start, 0, "s"), (Stop, 1, "t")],
+                "off.session.one-session-id",
+            ),
         ];
-        assert_eq!(
-            rules(&two_starts),
-            ["exactly one StartRequest per charging session"]
-        );
-
-        let interim_first = [
-            req(RecordType::Interim, 0, "s"),
-            req(RecordType::Start, 1, "s"),
-        ];
-        assert!(
-            rules(&interim_first)
-                .contains(&"no InterimRequest or StopRequest before the StartRequest")
-        );
-
-        let after_stop = [
-            req(RecordType::Start, 0, "s"),
-            req(RecordType::Stop, 1, "s"),
-            req(RecordType::Interim, 2, "s"),
-        ];
-        assert_eq!(
-            rules(&after_stop),
-            ["the StopRequest is last: nothing after it"]
-        );
-
-        let skip = [
-            req(RecordType::Start, 0, "s"),
-            req(RecordType::Stop, 2, "s"),
-        ];
-        assert_eq!(
-            rules(&skip),
-            ["Accounting-Record-Number starts at 0 and rises by one"]
-        );
-
-        let new_id = [
-            req(RecordType::Start, 0, "s"),
-            req(RecordType::Stop, 1, "t"),
-        ];
-        assert_eq!(rules(&new_id), ["one Session-Id from Start to Stop"]);
+        for (session, rule) in cases {
+            let v: Vec<ObservedRequest> = session.iter().map(|&(k, n, s)| req(k, n, s)).collect();
+            let want: Vec<&str> = if rule.is_empty() { vec![] } else { vec![rule] };
+            assert_eq!(rules(&v), want, "{session:?}");
+        }
+        let none_at_all = [req(Start, 0, "s")];
+        assert!(rules(&none_at_all).is_empty());
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! flow after each scenario, and turns it all into verdicts.
 
 pub mod expect;
+pub mod rules;
 pub mod steps;
 pub mod stimulus;
 pub mod verdict;
 pub mod world;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,14 +21,15 @@ use cucumber::writer::Stats as _;
 use cucumber::{World as _, WriterExt as _, event, gherkin};
 use futures::FutureExt as _;
 
+use crate::charging::ch1::RecordType;
+use crate::charging::enabler::ChargingRecord;
 use crate::charging::enabler::{Enabler, EnablerConfig};
 use crate::diameter::commands::LocalIdentity;
 use crate::profile::{SutProfile, Transport};
 use crate::sip::agent::Agent;
 use crate::sip::transaction::{Target, TransportKind};
 use crate::sut::{self, Deviation, SutConfig};
-use expect::{ObservedRequest, offline_session_rules};
-use verdict::{ScenarioResult, Summary, Verdict};
+use verdict::{ScenarioResult, StepFailure, Summary, Verdict, Violation};
 use world::{Context, World};
 
 /// What to run, against what.
@@ -72,6 +73,48 @@ pub enum RunError {
     NothingSelected { tags: String },
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
+    #[error(
+        "no SUT connected to the Charging Enabler at {address} within {waited:?} (timers.sut_link): \
+         is the SUT's Diameter client configured for this address, and is it running?"
+    )]
+    NoDiameterPeer {
+        address: SocketAddr,
+        waited: Duration,
+    },
+    #[error(
+        "free ports need the embedded SUT, but profile `{profile}` describes an external one: \
+         it routes test users to harness.sip.listen and sends charging requests to \
+         harness.diameter.listen, so it could not reach the harness on a random port"
+    )]
+    FreePortsWithExternalSut { profile: String },
+}
+
+/// Where the harness listens, once it does (what a SUT must reach).
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub sip: SocketAddr,
+    pub sip_transport: TransportKind,
+    pub diameter: SocketAddr,
+}
+
+/// What a caller may hook into a run; [`run`] uses none.
+#[derive(Default)]
+pub struct RunHooks {
+    /// Called once the harness's SIP and Diameter sockets are bound.
+    pub on_listening: Option<Box<dyn FnOnce(Listening)>>,
+    /// When this resolves (a signal, say), scenarios still running are
+    /// dropped, and the summary holds those that finished, marked
+    /// `interrupted`.
+    pub stop: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+}
+
+impl std::fmt::Debug for RunHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHooks")
+            .field("on_listening", &self.on_listening.is_some())
+            .field("stop", &self.stop.is_some())
+            .finish()
+    }
 }
 
 fn free(addr: SocketAddr, free_ports: bool) -> SocketAddr {
@@ -100,8 +143,20 @@ fn kind(t: Transport) -> TransportKind {
 
 /// Runs the suite and returns its summary.
 pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
+    run_with(options, RunHooks::default()).await
+}
+
+/// [`run`], telling `hooks` where the harness listens and stopping early
+/// when `hooks.stop` resolves.
+pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, RunError> {
     let started = Instant::now();
     let profile = options.profile.clone();
+    // An external SUT reaches the harness only where its profile says.
+    if options.free_ports && profile.sut.embedded.is_none() {
+        return Err(RunError::FreePortsWithExternalSut {
+            profile: profile.name.clone(),
+        });
+    }
     let tags = match &options.tags {
         Some(t) => Some(t.parse::<TagOperation>().map_err(|e| RunError::Tags {
             expression: t.clone(),
@@ -165,6 +220,14 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
             reason: e.to_string(),
         })?;
 
+    if let Some(on_listening) = hooks.on_listening {
+        on_listening(Listening {
+            sip: agent.local_addr(),
+            sip_transport: transport,
+            diameter: reachable(enabler.local_addr()),
+        });
+    }
+
     let mut running = None;
     let (sut_sip, sut_admin) = match &profile.sut.embedded {
         Some(embedded) => {
@@ -189,6 +252,8 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
                         .clone()
                         .unwrap_or_else(|| "32260@3gpp.org".into()),
                     served_user_in_start_only: false,
+                    reconnect_max: None,
+                    connect_after: None,
                 }),
                 inactivity_timer: profile.stimuli.inactivity_timer,
                 admin: Some(free(embedded.admin, options.free_ports)),
@@ -202,6 +267,43 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         None => (profile.sut.sip.address, None),
     };
 
+    // The SUT's Diameter link is part of the run: a lab starts its server
+    // first, and the server's client connects on its own schedule.
+    if profile.offline().is_some() {
+        let wait = profile.timers.sut_link;
+        let address = enabler.local_addr();
+        eprintln!(
+            "cpmcc: waiting up to {} for the SUT's Diameter client (CER) at {address}",
+            humantime::format_duration(wait)
+        );
+        match enabler.wait_for_peer(wait).await {
+            Some(peer) => eprintln!(
+                "cpmcc: SUT connected over Diameter from {}{}",
+                peer.peer,
+                peer.remote
+                    .as_ref()
+                    .map(|r| format!(
+                        " (Origin-Host {}, Product-Name {})",
+                        crate::report::sanitize::escape(&r.origin_host),
+                        crate::report::sanitize::escape(
+                            r.product_name.as_deref().unwrap_or("(none)")
+                        )
+                    ))
+                    .unwrap_or_default()
+            ),
+            None => {
+                if let Some(sut) = running {
+                    sut.shutdown();
+                }
+                agent.shutdown().await;
+                return Err(RunError::NoDiameterPeer {
+                    address,
+                    waited: wait,
+                });
+            }
+        }
+    }
+
     let context = Arc::new(Context {
         profile: profile.clone(),
         agent: agent.clone(),
@@ -212,11 +314,27 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         },
         sut_admin,
         results: Mutex::new(Vec::new()),
+        ledgers: Mutex::new(Vec::new()),
         user_names: Mutex::new(Default::default()),
     });
     world::install(context.clone());
 
-    let outcome = run_features(&options, tags, &context).await;
+    // Stopped early, the scenarios still running are dropped unfinished.
+    let mut interrupted = false;
+    let outcome = match hooks.stop {
+        Some(stop) => tokio::select! {
+            outcome = run_features(&options, tags, &context) => outcome,
+            () = stop => {
+                interrupted = true;
+                Ok(())
+            }
+        },
+        None => run_features(&options, tags, &context).await,
+    };
+    if outcome.is_ok() && !interrupted {
+        drain_late_charging(&context).await;
+        report_link_changes(&context);
+    }
 
     let mut results = std::mem::take(
         &mut *context
@@ -236,15 +354,21 @@ pub async fn run(options: RunOptions) -> Result<Summary, RunError> {
         .offline()
         .map(|o| format!("{:?}", o.ordering).to_lowercase())
         .unwrap_or_else(|| "n/a".into());
-    let mut strays = agent.strays();
-    strays.extend(unclaimed_charging(&context));
-    Ok(Summary {
+    // Strays, bounded: a flood is counted, and only the first few kept.
+    let mut strays = agent.stray_log();
+    for detail in unclaimed_charging(&context) {
+        strays.push("charging request for no test user", &detail);
+    }
+    let mut summary = Summary {
         sut: profile.name.clone(),
         ordering,
         results,
-        strays,
+        interrupted,
         wall_time: started.elapsed(),
-    })
+        ..Summary::default()
+    };
+    summary.set_strays(&strays);
+    Ok(summary)
 }
 
 /// Charging requests whose served user is no test user of this run: a SUT
@@ -264,13 +388,7 @@ fn unclaimed_charging(context: &Context) -> Vec<String> {
     .collect();
     all.iter()
         .filter(|r| !ours.contains(&r.stamp.seq))
-        .map(|r| {
-            format!(
-                "charging request for no test user from {}: {}",
-                r.peer,
-                r.message.describe()
-            )
-        })
+        .map(|r| format!("from {}: {}", r.peer, r.message.describe()))
         .collect()
 }
 
@@ -285,10 +403,13 @@ async fn run_features(
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            Box::new(std::fs::File::create(path).map_err(|e| RunError::Output {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?)
+            // Step failures quote the wire: escaped, so no line is forged.
+            Box::new(crate::report::sanitize::EscapingWriter::new(
+                std::fs::File::create(path).map_err(|e| RunError::Output {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            ))
         }
         None => Box::new(std::io::sink()),
     };
@@ -337,6 +458,8 @@ async fn run_features(
                         scenario: scenario.name.clone(),
                         verdict: Verdict::NotApplicable,
                         detail: Some(reason),
+                        rules: Vec::new(),
+                        served_users: Vec::new(),
                         known_deviation: None,
                         warnings: Vec::new(),
                         duration: Duration::ZERO,
@@ -435,6 +558,8 @@ async fn after_scenario(
         scenario: scenario.name.clone(),
         verdict: Verdict::Pass,
         detail: None,
+        rules: Vec::new(),
+        served_users: Vec::new(),
         known_deviation: None,
         warnings: Vec::new(),
         duration: Duration::ZERO,
@@ -469,54 +594,48 @@ async fn after_scenario(
         }
     }
     // End what the scenario left open first, so that the rules below see
-    // each charging session whole, Stop included; then let late requests in.
+    // each charging session whole, Stop included.
+    let teardown_from = crate::timeline::stamp();
     steps::sip::teardown(w).await;
+    let facts = w.facts(Some(teardown_from));
+    await_owed_stops(w, &facts).await;
+    // Then let late requests in.
     tokio::time::sleep(ctx.profile.timers.settle).await;
     // The harness's own part of the rules: it answers every request (no step
     // withholds an answer yet). If it did not, no verdict on the SUT holds.
-    let unanswered: Vec<String> = w
-        .scenario_records()
-        .iter()
-        .filter(|r| !world::answered(r))
-        .map(world::record_line)
-        .collect();
-    if !unanswered.is_empty() {
+    let records = ctx.enabler.records();
+    if let Some(v) = harness_rules(&expect::scenario_records(records.clone(), &facts)) {
         result.verdict = Verdict::Error;
-        result.detail = Some(format!(
-            "the Charging Enabler left requests unanswered:\n{}",
-            unanswered.join("\n")
-        ));
+        result.detail = Some(v.to_string());
+        result.rules.push(v.rule.id);
     }
     for user in w.users.values() {
         ctx.enabler.remove_scripts_for(&user.name);
     }
-    let mut violations = every_flow_rules(w);
-    violations.extend(pinned_values(w));
-    if !violations.is_empty() {
-        let text = violations.join("\n");
-        match result.verdict {
-            // A broken rule is a failure whatever else went wrong.
-            Verdict::Pass | Verdict::Inconclusive => {
-                let before = result.detail.take();
-                result.verdict = Verdict::Fail;
-                result.detail = Some(match before {
-                    Some(d) => format!("{text}\nalso: {d}"),
-                    None => text,
-                });
-            }
-            _ => {
-                let d = result.detail.take().unwrap_or_default();
-                result.detail = Some(format!("{d}\nalso:\n{text}"));
-            }
-        }
+    if let Some(rule) = w.outcome.as_ref().and_then(StepFailure::rule)
+        && result.verdict == Verdict::Fail
+    {
+        result.rules.insert(0, rule.id);
     }
+    let violations = expect::judge_scenario(&facts, &records);
+    add_violations(&mut result, &violations, None);
     result.warnings = std::mem::take(&mut w.warnings);
     // What the SUT sent that is odd but legal: shown, never failed on.
-    for record in w.scenario_records() {
+    for record in expect::scenario_records(records, &facts) {
         for warning in &record.warnings {
             result
                 .warnings
                 .push(format!("{}: {warning}", world::record_line(&record)));
+        }
+    }
+    for stream in &facts.streams {
+        let records = expect::stream_records(records_now(ctx), stream);
+        if let Some(c) = records.iter().find_map(|r| r.ch1.as_ref().ok())
+            && let (Some(user), Some(from)) = (&c.served_user, c.served_user_source)
+        {
+            result
+                .served_users
+                .push(format!("{}: {user} from {from}", stream.subject()));
         }
     }
     result.duration = w.started.elapsed();
@@ -526,70 +645,269 @@ async fn after_scenario(
         .known_deviation(&result.test_purpose)
         .map(str::to_owned);
     w.users.clear();
-    push(ctx, result);
-}
-
-fn push(ctx: &Context, result: ScenarioResult) {
-    ctx.results
+    let index = push(ctx, result);
+    ctx.ledgers
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(result);
+        .push(Ledger {
+            index,
+            started: w.started_at,
+            facts,
+            judged_at: crate::timeline::stamp(),
+        });
 }
 
-/// Values the SUT profile pins (and only those): a SUT is free in what the
-/// sources leave open, unless its profile says otherwise.
-fn pinned_values(w: &World) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(pinned) = w
-        .profile()
-        .offline()
-        .and_then(|o| o.service_context_id.clone())
-    else {
-        return out;
+fn records_now(ctx: &Context) -> Vec<ChargingRecord> {
+    ctx.enabler.records()
+}
+
+/// Waits, as a step would, for the StopRequest every ended session owes
+/// (`off.stop.every-ended-session`), so that a slow but correct SUT is not
+/// judged before its Stop arrives. The judge then decides.
+async fn await_owed_stops(w: &World, facts: &expect::ScenarioFacts) {
+    let Some(end) = facts.session_end else {
+        return;
     };
-    for record in w.scenario_records() {
-        let Ok(c) = &record.ch1 else { continue };
-        if c.service_context_id.as_deref() != Some(pinned.as_str()) {
-            out.push(format!(
-                "[profile] Service-Context-Id pinned by charging.offline.service_context_id\n  expected: {pinned}\n  observed: {} in {}",
-                c.service_context_id.as_deref().unwrap_or("(absent)"),
-                world::record_line(&record)
-            ));
+    let timeout = w.profile().timers.charging;
+    for stream in &facts.streams {
+        let started = w
+            .records_for(stream.function)
+            .iter()
+            .any(|r| r.ch1.as_ref().is_ok_and(|c| c.kind == RecordType::Start));
+        if started {
+            let _ = w
+                .wait_record(stream.function, RecordType::Stop, end, timeout)
+                .await;
         }
     }
-    out
 }
 
-/// The rules of `spec/flows.md` that hold for every offline flow, on every
-/// charged function's session of this scenario.
-fn every_flow_rules(w: &World) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    for function in w.offline_functions() {
-        if !seen.insert(format!("{function:?}")) {
-            continue;
-        }
-        let observed: Vec<ObservedRequest> = w
-            .records_for(function)
-            .iter()
-            .filter_map(|r| {
-                let c = r.ch1.as_ref().ok()?;
-                Some(ObservedRequest {
-                    stamp: r.stamp,
-                    kind: c.kind,
-                    record_number: c.record_number,
-                    session_id: c.session_id.clone(),
-                })
-            })
-            .collect();
-        for v in offline_session_rules(&observed) {
-            out.push(format!(
-                "[every flow] {} ({function})\n  expected: {}\n  observed: {}",
-                v.rule,
-                v.expected,
-                v.observed.replace('\n', "\n            ")
-            ));
+/// The rules that bind the harness itself, on a scenario's records.
+fn harness_rules(records: &[ChargingRecord]) -> Option<Violation> {
+    let unanswered: Vec<String> = records
+        .iter()
+        .filter(|r| !world::answered(r))
+        .map(world::record_line)
+        .collect();
+    (!unanswered.is_empty()).then(|| {
+        Violation::new(
+            &rules::EVERY_REQUEST_ANSWERED,
+            "the Charging Enabler",
+            "an answer to every request",
+            format!("left unanswered:\n{}", unanswered.join("\n")),
+        )
+    })
+}
+
+/// Adds broken rules to a result: a pass or an inconclusive becomes a
+/// failure (a broken rule is a failure whatever else went wrong); rules
+/// already named are not repeated. `note` heads the text (a reopened verdict).
+fn add_violations(result: &mut ScenarioResult, violations: &[Violation], note: Option<&str>) {
+    let new: Vec<&Violation> = violations
+        .iter()
+        .filter(|v| !result.rules.contains(&v.rule.id))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut text: Vec<String> = note.map(str::to_owned).into_iter().collect();
+    text.extend(new.iter().map(|v| v.to_string()));
+    let text = text.join("\n");
+    let mut ids: Vec<&'static str> = Vec::new();
+    for v in &new {
+        if !ids.contains(&v.rule.id) {
+            ids.push(v.rule.id);
         }
     }
-    out
+    match result.verdict {
+        Verdict::Pass | Verdict::Inconclusive => {
+            let before = result.detail.take();
+            result.verdict = Verdict::Fail;
+            result.detail = Some(match before {
+                Some(d) => format!("{text}\nalso: {d}"),
+                None => text,
+            });
+            // The rules of this failure come first.
+            ids.extend(std::mem::take(&mut result.rules));
+            result.rules = ids;
+        }
+        _ => {
+            let d = result.detail.take().unwrap_or_default();
+            result.detail = Some(format!("{d}\nalso:\n{text}"));
+            result.rules.extend(ids);
+        }
+    }
+}
+
+/// A judged scenario, kept to judge again what arrives after its verdict.
+#[derive(Debug)]
+pub struct Ledger {
+    /// Its result's position in `Context::results`.
+    index: usize,
+    /// When it began, for the link changes it overlapped.
+    started: crate::timeline::Stamp,
+    facts: expect::ScenarioFacts,
+    judged_at: crate::timeline::Stamp,
+}
+
+/// A Diameter link that dropped or reopened during the run is reported
+/// with every scenario it overlapped: their charging may be incomplete for a
+/// reason outside the flow under test.
+fn report_link_changes(ctx: &Context) {
+    let events = ctx.enabler.link_events();
+    let ledgers = ctx.ledgers.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut results = ctx.results.lock().unwrap_or_else(PoisonError::into_inner);
+    // The first opening is the run's own start, not a change.
+    let first_open = events
+        .iter()
+        .find(|e| e.kind == crate::charging::enabler::LinkEventKind::Opened)
+        .map(|e| e.stamp);
+    for event in events.iter().filter(|e| Some(e.stamp) != first_open) {
+        for ledger in ledgers.iter() {
+            if ledger.started < event.stamp
+                && event.stamp < ledger.judged_at
+                && let Some(result) = results.get_mut(ledger.index)
+            {
+                result.warnings.push(format!(
+                    "the SUT's Diameter link changed during this scenario: {}",
+                    crate::report::sanitize::escape(&event.to_string())
+                ));
+            }
+        }
+    }
+}
+
+/// After the last scenario: keep listening for `timers.drain`, then judge
+/// again every scenario that received charging after its verdict. A
+/// StartRequest a second after a failed INVITE is a failure, not silence.
+async fn drain_late_charging(ctx: &Context) {
+    let last = ctx
+        .ledgers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|l| l.judged_at.at)
+        .max();
+    let Some(last) = last else { return };
+    tokio::time::sleep_until((last + ctx.profile.timers.drain).into()).await;
+    let records = ctx.enabler.records();
+    let ledgers = ctx.ledgers.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut results = ctx.results.lock().unwrap_or_else(PoisonError::into_inner);
+    for ledger in ledgers.iter() {
+        let late: Vec<ChargingRecord> = expect::scenario_records(records.clone(), &ledger.facts)
+            .into_iter()
+            .filter(|r| r.stamp > ledger.judged_at)
+            .collect();
+        let Some(first) = late.first() else { continue };
+        let Some(result) = results.get_mut(ledger.index) else {
+            continue;
+        };
+        let violations = expect::judge_scenario(&ledger.facts, &records);
+        let note = format!(
+            "reopened: {} charging request(s) arrived after the verdict, the first {} ms after it ({})",
+            late.len(),
+            first
+                .stamp
+                .at
+                .saturating_duration_since(ledger.judged_at.at)
+                .as_millis(),
+            world::record_line(first)
+        );
+        add_violations(result, &violations, Some(&note));
+    }
+}
+
+/// Adds a result; returns its position.
+fn push(ctx: &Context, result: ScenarioResult) -> usize {
+    let mut results = ctx.results.lock().unwrap_or_else(PoisonError::into_inner);
+    results.push(result);
+    results.len() - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charging::ch1::Ch1Request;
+    use crate::charging::enabler::AnswerOutcome;
+    use crate::timeline::stamp;
+
+    fn record(answer: AnswerOutcome) -> ChargingRecord {
+        let req = Ch1Request::start("sid;1").served_user("sip:alice.1x@test.invalid");
+        let (_, local) = crate::charging::rf::sample_acr_start();
+        ChargingRecord {
+            stamp: stamp(),
+            peer: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
+            message: req.to_acr(&local, "cdf.test.invalid"),
+            ch1: Ok(req),
+            warnings: Vec::new(),
+            answer,
+            retransmissions: 0,
+            protocol_error: None,
+        }
+    }
+
+    fn result(verdict: Verdict) -> ScenarioResult {
+        ScenarioResult {
+            feature: "f".into(),
+            clause: "6.2.3.1".into(),
+            test_purpose: "TP".into(),
+            scenario: "s".into(),
+            verdict,
+            detail: None,
+            rules: Vec::new(),
+            served_users: Vec::new(),
+            known_deviation: None,
+            warnings: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_unanswered_request_breaks_the_harness_rule() {
+        let answered = record(AnswerOutcome::Answered {
+            result_code: 2001,
+            stamp: stamp(),
+        });
+        assert!(harness_rules(std::slice::from_ref(&answered)).is_none());
+        let withheld = record(AnswerOutcome::Withheld);
+        let v = harness_rules(&[answered, withheld]).map(|v| v.rule.id);
+        assert_eq!(v, Some("harness.every-request-answered"));
+        assert_eq!(rules::EVERY_REQUEST_ANSWERED.owner, rules::Owner::Harness);
+    }
+
+    #[test]
+    fn a_broken_rule_turns_a_pass_into_a_failure_named_by_it_first() {
+        let v = Violation::new(&rules::NO_START_ON_FAILURE, "s", "no Start", "Start #0");
+        let mut r = result(Verdict::Pass);
+        add_violations(&mut r, std::slice::from_ref(&v), Some("reopened: late"));
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.rules, ["off.start.none-on-failure"]);
+        let detail = r.detail.clone().unwrap_or_default();
+        assert!(detail.starts_with("reopened: late\n[6.2.3.1] off.start.none-on-failure"));
+        // The same rule again adds nothing; another is added after it.
+        add_violations(&mut r, &[v], None);
+        assert_eq!(r.detail.as_deref(), Some(detail.as_str()));
+        let other = Violation::new(&rules::ONE_START, "s", "1", "2");
+        add_violations(&mut r, &[other], None);
+        assert_eq!(
+            r.rules,
+            ["off.start.none-on-failure", "off.session.one-start"]
+        );
+        // An inconclusive scenario that broke a rule failed; an error stays an error.
+        let mut r = result(Verdict::Inconclusive);
+        add_violations(
+            &mut r,
+            &[Violation::new(&rules::ONE_START, "", "", "")],
+            None,
+        );
+        assert_eq!(r.verdict, Verdict::Fail);
+        let mut r = result(Verdict::Error);
+        add_violations(
+            &mut r,
+            &[Violation::new(&rules::ONE_START, "", "", "")],
+            None,
+        );
+        assert_eq!(r.verdict, Verdict::Error);
+        assert_eq!(r.rules, ["off.session.one-start"]);
+    }
 }

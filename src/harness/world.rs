@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use super::verdict::{ScenarioResult, StepFailure};
-use crate::charging::ch1::{ChargedRole, RecordType};
+use super::rules::Rule;
+use super::verdict::{ScenarioResult, StepFailure, Violation};
+use crate::charging::ch1::RecordType;
 use crate::charging::enabler::{AnswerOutcome, ChargingRecord, Enabler};
 use crate::profile::{ChargedFunction, SutProfile};
 use crate::sip::agent::{Agent, TestUser};
 use crate::sip::dialog::Dialog;
-use crate::sip::message;
 use crate::sip::transaction::{Target, TxKey};
 use crate::timeline::{Stamp, stamp};
 
@@ -28,6 +28,8 @@ pub struct Context {
     /// The embedded server's admin address, for `{sut_admin}` in stimuli.
     pub sut_admin: Option<SocketAddr>,
     pub results: Mutex<Vec<ScenarioResult>>,
+    /// Judged scenarios, to judge again what arrives after their verdict.
+    pub ledgers: Mutex<Vec<super::Ledger>>,
     /// Every test user name of the run, to find charging requests that
     /// belong to no scenario.
     pub user_names: Mutex<std::collections::HashSet<String>>,
@@ -76,6 +78,8 @@ pub enum SipWhat {
         reinvite: bool,
     },
 }
+
+pub use super::expect::Forbidden;
 
 /// A request a test user received and has not answered yet.
 #[derive(Debug, Clone)]
@@ -130,10 +134,19 @@ pub struct World {
     /// Charging requests at or before this stamp have been accounted for by
     /// an earlier step; "no request arrives" looks only after it.
     pub watermark: Stamp,
+    /// Per charged function, its last request a step has accounted for: the
+    /// next "arrives" step looks after it (functions report independently,
+    /// so one function's mark says nothing of another's).
+    pub marks: HashMap<ChargedFunction, Stamp>,
     /// The failure that ended the scenario, with its verdict.
     pub outcome: Option<StepFailure>,
+    /// Requests a step said must not arrive (after a stamp); judged again
+    /// after the scenario and at the end of the run, however late they come.
+    pub forbidden: Vec<Forbidden>,
     pub warnings: Vec<String>,
     pub started: Instant,
+    /// The scenario's first point on the timeline.
+    pub started_at: Stamp,
 }
 
 impl World {
@@ -149,9 +162,12 @@ impl World {
             recipient: None,
             sip_log: Vec::new(),
             watermark: started,
+            marks: HashMap::new(),
             outcome: None,
+            forbidden: Vec::new(),
             warnings: Vec::new(),
             started: started.at,
+            started_at: started,
         })
     }
 
@@ -159,20 +175,16 @@ impl World {
         &self.ctx.profile
     }
 
-    /// Records a failure for the verdict and returns it for the step to fail with.
+    /// Records a broken rule for the verdict and returns it for the step to
+    /// fail with. `subject` says where it broke (`originating PF serving alice`).
     pub fn fail(
         &mut self,
-        clause: &str,
-        rule: &str,
+        rule: &'static Rule,
+        subject: impl Into<String>,
         expected: impl Into<String>,
         observed: impl Into<String>,
     ) -> StepFailure {
-        let f = StepFailure::Fail {
-            clause: clause.to_owned(),
-            rule: rule.to_owned(),
-            expected: expected.into(),
-            observed: observed.into(),
-        };
+        let f = StepFailure::Fail(Violation::new(rule, subject, expected, observed));
         self.outcome.get_or_insert(f.clone());
         f
     }
@@ -187,6 +199,93 @@ impl World {
         let f = StepFailure::Harness(why.into());
         self.outcome.get_or_insert(f.clone());
         f
+    }
+
+    /// Says that no request of `kind` may arrive after `after`.
+    pub fn forbid(&mut self, kind: RecordType, after: Stamp, rule: &'static Rule) {
+        self.forbidden.push(Forbidden { kind, after, rule });
+    }
+
+    /// Whether a test user sent a BYE (the client ended the session).
+    pub fn client_sent_bye(&self) -> bool {
+        self.sip_log.iter().any(|e| {
+            e.sent
+                && matches!(
+                    e.what,
+                    SipWhat::Request {
+                        method: rsip::Method::Bye,
+                        ..
+                    }
+                )
+        })
+    }
+
+    /// Whether the originator received a 2xx to the initial INVITE.
+    pub fn established(&self) -> bool {
+        self.sip_log.iter().any(|e| {
+            !e.sent
+                && matches!(
+                    e.what,
+                    SipWhat::Response {
+                        status: 200..=299,
+                        method: rsip::Method::Invite,
+                        reinvite: false
+                    }
+                )
+        })
+    }
+
+    /// The first BYE of the session, sent by a client or received from the
+    /// SUT: what ended it.
+    pub fn session_end(&self) -> Option<Stamp> {
+        self.sip_log
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.what,
+                    SipWhat::Request {
+                        method: rsip::Method::Bye,
+                        ..
+                    }
+                )
+            })
+            .map(|e| e.stamp)
+            .min()
+    }
+
+    /// Re-INVITEs the test users sent, and how many of them the far end
+    /// accepted (its 2xx sent).
+    pub fn modifications(&self) -> (usize, usize) {
+        let sent = self
+            .sip_log
+            .iter()
+            .filter(|e| {
+                e.sent
+                    && matches!(
+                        e.what,
+                        SipWhat::Request {
+                            method: rsip::Method::Invite,
+                            reinvite: true
+                        }
+                    )
+            })
+            .count();
+        let completed = self
+            .sip_log
+            .iter()
+            .filter(|e| {
+                e.sent
+                    && matches!(
+                        e.what,
+                        SipWhat::Response {
+                            status: 200..=299,
+                            method: rsip::Method::Invite,
+                            reinvite: true
+                        }
+                    )
+            })
+            .count();
+        (sent, completed)
     }
 
     /// Registers a test user for role `name`.
@@ -278,25 +377,38 @@ impl World {
         }
     }
 
-    /// Whether a record names `function`'s served user of this scenario (and,
-    /// when it reports a role, that function's role).
-    fn names_served_user(&self, record: &ChargingRecord, function: ChargedFunction) -> bool {
-        let Some(role) = self.served_user(function) else {
-            return false;
-        };
-        let Some(user) = self.users.get(&role) else {
-            return false;
-        };
-        let Ok(req) = &record.ch1 else {
-            return false;
-        };
-        let served = req.served_user.as_deref().and_then(message::uri_user);
-        if served != Some(user.name.as_str()) {
-            return false;
-        }
-        match req.role {
-            Some(r) => role_matches(r, function),
-            None => true,
+    /// The stream of a charged function: the function and the test user it
+    /// serves in this scenario.
+    pub fn stream(&self, function: ChargedFunction) -> Option<Stream> {
+        let role_name = self.served_user(function)?;
+        let served = self.users.get(&role_name)?.name.clone();
+        Some(Stream {
+            function,
+            role_name,
+            served,
+        })
+    }
+
+    /// What the judge needs of this scenario, to judge it now and again at
+    /// the end of the run. `teardown_from` is where the harness's own
+    /// teardown began: an established session not ended by then was ended
+    /// by the teardown's BYE.
+    pub fn facts(&self, teardown_from: Option<Stamp>) -> ScenarioFacts {
+        let offline = self.profile().offline();
+        ScenarioFacts {
+            streams: self
+                .offline_functions()
+                .into_iter()
+                .filter_map(|f| self.stream(f))
+                .collect(),
+            user_names: self.users.values().map(|u| u.name.clone()).collect(),
+            session_end: self
+                .session_end()
+                .or(teardown_from.filter(|_| self.established())),
+            reinvites: self.modifications(),
+            forbidden: self.forbidden.clone(),
+            ordering: offline.map(|o| o.ordering).unwrap_or_default(),
+            pinned_service_context: offline.and_then(|o| o.service_context_id.clone()),
         }
     }
 
@@ -304,22 +416,16 @@ impl World {
     /// name its served user, and any later request of a Session-Id one of
     /// them opened (a SUT may name the served user in the Start only).
     pub fn records_for(&self, function: ChargedFunction) -> Vec<ChargingRecord> {
-        let mut v = belonging_to(self.ctx.enabler.records(), |r| {
-            self.names_served_user(r, function)
-        });
-        v.sort_by_key(|r| r.stamp);
-        v
+        match self.stream(function) {
+            Some(stream) => super::expect::stream_records(self.ctx.enabler.records(), &stream),
+            None => Vec::new(),
+        }
     }
 
     /// Every record of this scenario, whatever the function: those naming
     /// one of its users, and those continuing a Session-Id such a record opened.
     pub fn scenario_records(&self) -> Vec<ChargingRecord> {
-        let names: Vec<&str> = self.users.values().map(|u| u.name.as_str()).collect();
-        let mut v = belonging_to(self.ctx.enabler.records(), |r| {
-            served_user_of(r).is_some_and(|u| names.contains(&u))
-        });
-        v.sort_by_key(|r| r.stamp);
-        v
+        super::expect::scenario_records(self.ctx.enabler.records(), &self.facts(None))
     }
 
     /// Waits for `function`'s first record of `kind` after `after`, sleeping
@@ -332,6 +438,7 @@ impl World {
         after: Stamp,
         timeout: Duration,
     ) -> Option<ChargingRecord> {
+        let stream = self.stream(function);
         let wanted =
             |r: &ChargingRecord| r.stamp > after && r.ch1.as_ref().is_ok_and(|c| c.kind == kind);
         if let Some(r) = self.records_for(function).into_iter().find(|r| wanted(r)) {
@@ -349,7 +456,7 @@ impl World {
             .wait_for(
                 |r| {
                     wanted(r)
-                        && (self.names_served_user(r, function)
+                        && (stream.as_ref().is_some_and(|s| names_stream(r, s))
                             || r.ch1
                                 .as_ref()
                                 .is_ok_and(|c| sessions.contains(&c.session_id)))
@@ -360,65 +467,9 @@ impl World {
     }
 }
 
-/// The served user a record names, as a user part (`alice.r7s3`).
-pub fn served_user_of(record: &ChargingRecord) -> Option<&str> {
-    record
-        .ch1
-        .as_ref()
-        .ok()
-        .and_then(|c| c.served_user.as_deref())
-        .and_then(message::uri_user)
-}
-
-/// The records `names_ours` accepts (they name one of our users), and those
-/// continuing a Session-Id that such a record opened (a SUT may name the
-/// served user in its first request only). The one rule of correlation, for
-/// functions, scenarios and strays alike.
-pub fn belonging_to(
-    records: Vec<ChargingRecord>,
-    names_ours: impl Fn(&ChargingRecord) -> bool,
-) -> Vec<ChargingRecord> {
-    let sessions: std::collections::HashSet<String> = records
-        .iter()
-        .filter(|r| names_ours(r))
-        .filter_map(|r| r.ch1.as_ref().ok().map(|c| c.session_id.clone()))
-        .collect();
-    records
-        .into_iter()
-        .filter(|r| {
-            names_ours(r)
-                || r.ch1
-                    .as_ref()
-                    .is_ok_and(|c| sessions.contains(&c.session_id))
-        })
-        .collect()
-}
-
-/// Whether a reported role is the one a function plays.
-pub fn role_matches(role: ChargedRole, function: ChargedFunction) -> bool {
-    matches!(
-        (role, function),
-        (ChargedRole::OriginatingPf, ChargedFunction::OriginatingPf)
-            | (ChargedRole::TerminatingPf, ChargedFunction::TerminatingPf)
-            | (
-                ChargedRole::ControllingFunction,
-                ChargedFunction::ControllingFunction
-            )
-    )
-}
-
-/// One line for a sequence: `StartRequest #0 Session-Id=…`.
-pub fn record_line(record: &ChargingRecord) -> String {
-    match &record.ch1 {
-        Ok(c) => format!(
-            "{} #{} Session-Id={}",
-            c.kind.ch1_name(),
-            c.record_number,
-            c.session_id
-        ),
-        Err(e) => format!("unreadable ACR: {e}"),
-    }
-}
+pub use super::expect::{
+    ScenarioFacts, Stream, belonging_to, names_stream, record_line, role_matches, served_user_of,
+};
 
 /// Whether the harness answered a record.
 pub fn answered(record: &ChargingRecord) -> bool {

@@ -20,6 +20,7 @@ use super::endpoint::{Endpoint, EndpointConfig, EndpointError};
 use super::message;
 use super::transaction::response_to;
 use super::transaction::{Target, Timers, TransportKind, TxEvent, TxKey};
+use crate::report::strays::StrayLog;
 use crate::timeline::{Stamp, stamp};
 
 /// Binds the profile's transport, and the other one on the same port when
@@ -83,7 +84,8 @@ struct Routes {
     tags: HashMap<String, String>,
     /// Client transactions → the user that started them (for timeouts).
     transactions: HashMap<TxKey, String>,
-    strays: Vec<String>,
+    /// Bounded: a flood of junk must not grow memory or the report.
+    strays: StrayLog,
 }
 
 /// The harness's SIP side: hosts test users on one endpoint.
@@ -150,8 +152,14 @@ impl Agent {
         }
     }
 
-    /// Messages that belonged to no test user, in arrival order.
+    /// Messages that belonged to no test user, in arrival order: the first
+    /// [`StrayLog::KEEP`], one short escaped line each.
     pub fn strays(&self) -> Vec<String> {
+        lock(&self.routes).strays.kept().to_vec()
+    }
+
+    /// Every stray, counted in total and per kind, with the kept lines.
+    pub fn stray_log(&self) -> StrayLog {
         lock(&self.routes).strays.clone()
     }
 
@@ -194,24 +202,26 @@ impl Agent {
     }
 
     async fn stray(&self, event: TxEvent) {
-        let note = match &event {
+        // Kind first (counted), then a detail the log escapes and cuts short:
+        // a URI or a parse error may carry kilobytes of whatever was sent.
+        let (kind, detail) = match &event {
             TxEvent::Request {
                 request, source, ..
-            } => {
-                format!(
-                    "request for no test user from {}: {} {}",
-                    source.addr, request.method, request.uri
-                )
-            }
-            TxEvent::Response { response, .. } => {
-                format!("response for no test user: {}", response.status_code)
-            }
-            TxEvent::Timeout { key } => format!("timeout of an unowned transaction {key:?}"),
-            TxEvent::Stray { reason, source } => {
-                format!("unreadable message from {}: {reason}", source.addr)
-            }
+            } => (
+                "request for no test user",
+                format!("from {}: {} {}", source.addr, request.method, request.uri),
+            ),
+            TxEvent::Response { response, .. } => (
+                "response for no test user",
+                format!("with status {}", response.status_code),
+            ),
+            TxEvent::Timeout { key } => ("timeout of an unowned transaction", format!("{key:?}")),
+            TxEvent::Stray { reason, source } => (
+                "unreadable message",
+                format!("from {}: {reason}", source.addr),
+            ),
         };
-        lock(&self.routes).strays.push(note);
+        lock(&self.routes).strays.push(kind, &detail);
         if let TxEvent::Request {
             key: Some(key),
             request,

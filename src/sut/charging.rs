@@ -27,6 +27,8 @@ pub struct FunctionCharging {
     identity_in_start_only: bool,
     started: bool,
     stopped: bool,
+    /// InterimRequests sent so far.
+    interims: u32,
     deviations: Vec<Deviation>,
 }
 
@@ -66,10 +68,11 @@ impl FunctionCharging {
             calling_party: parties.calling_party.clone(),
             called_party: parties.called_party.clone(),
             call_id: parties.call_id.clone(),
-            next_record: 0,
+            next_record: u32::from(config.deviations.contains(&Deviation::RecordNumberFromOne)),
             identity_in_start_only: charging.served_user_in_start_only,
             started: false,
             stopped: false,
+            interims: 0,
             deviations: config.deviations.clone(),
         })
     }
@@ -96,6 +99,7 @@ impl FunctionCharging {
             record_number,
             origin_host: self.origin_host.clone(),
             served_user: named.then(|| self.served_user.clone()),
+            served_user_source: None,
             role: Some(match self.function {
                 ChargedFunction::OriginatingPf => ChargedRole::OriginatingPf,
                 ChargedFunction::TerminatingPf => ChargedRole::TerminatingPf,
@@ -123,6 +127,14 @@ impl FunctionCharging {
             self.next_record += 1;
             out.push(again);
         }
+        if self.has(Deviation::InterimWithStart) {
+            self.interims += 1;
+            out.push(self.request(RecordType::Interim));
+        }
+        if self.has(Deviation::StopWithStart) {
+            self.stopped = true;
+            out.push(self.request(RecordType::Stop));
+        }
         out
     }
 
@@ -140,7 +152,12 @@ impl FunctionCharging {
         if !self.started || self.stopped {
             return Vec::new();
         }
-        vec![self.request(RecordType::Interim)]
+        self.interims += 1;
+        let mut out = vec![self.request(RecordType::Interim)];
+        if self.has(Deviation::InterimTwicePerReinvite) {
+            out.push(self.request(RecordType::Interim));
+        }
+        out
     }
 
     /// The session ended.
@@ -149,7 +166,13 @@ impl FunctionCharging {
             return Vec::new();
         }
         self.stopped = true;
+        if self.interims > 0 && self.has(Deviation::NoStopAfterInterim) {
+            return Vec::new();
+        }
         let mut out = vec![self.request(RecordType::Stop)];
+        if self.has(Deviation::DuplicateStop) {
+            out.push(self.request(RecordType::Stop));
+        }
         if self.has(Deviation::InterimAfterStop) {
             out.push(self.request(RecordType::Interim));
         }
@@ -158,6 +181,17 @@ impl FunctionCharging {
 
     pub fn started(&self) -> bool {
         self.started
+    }
+}
+
+/// Names the online application (4, Ro) in an ACR's Acct-Application-Id:
+/// the `wrong_application_id` deviation.
+pub fn name_wrong_application(acr: &mut crate::diameter::Message) {
+    use crate::diameter::{Avp, app, code};
+    for a in acr.avps.iter_mut() {
+        if a.code == code::ACCT_APPLICATION_ID {
+            *a = Avp::unsigned32(code::ACCT_APPLICATION_ID, app::CREDIT_CONTROL_RO).mandatory(true);
+        }
     }
 }
 
@@ -196,6 +230,8 @@ mod tests {
                 functions: vec![ChargedFunction::OriginatingPf],
                 service_context_id: "s".into(),
                 served_user_in_start_only: false,
+                reconnect_max: None,
+                connect_after: None,
             }),
             inactivity_timer: None,
             admin: None,

@@ -77,6 +77,15 @@ pub struct ChargingConfig {
     /// session carry only its Session-Id. Legal, and the harness must cope.
     #[serde(default)]
     pub served_user_in_start_only: bool,
+    /// The longest wait between two attempts to reach the Charging Enabler
+    /// (attempts start at 100 ms and double up to this; default 2 s).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub reconnect_max: Option<Duration>,
+    /// The first attempt to reach the Charging Enabler waits this long after
+    /// the server started (default: at once), as a lab's server started
+    /// before cpmcc connects later, on its own schedule.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub connect_after: Option<Duration>,
 }
 
 fn default_origin_host() -> String {

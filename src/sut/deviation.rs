@@ -36,6 +36,21 @@ pub enum Deviation {
     NewSessionIdOnStop,
     /// An InterimRequest after the StopRequest.
     InterimAfterStop,
+    /// Accounting-Record-Number starts at 1 instead of 0.
+    RecordNumberFromOne,
+    /// A second StopRequest right after the first.
+    DuplicateStop,
+    /// A session that saw an InterimRequest is never stopped (shows only
+    /// where the harness's teardown ends the session).
+    NoStopAfterInterim,
+    /// Two InterimRequests for one re-INVITE.
+    InterimTwicePerReinvite,
+    /// The StopRequest right after the StartRequest, long before any BYE.
+    StopWithStart,
+    /// ACRs name application 4 (Ro) in Acct-Application-Id instead of 3 (Rf).
+    WrongApplicationId,
+    /// An InterimRequest right after the StartRequest, before any re-INVITE.
+    InterimWithStart,
     /// StartRequest on the recipient's 180 Ringing, before its 200 OK.
     StartOnRinging,
     /// InterimRequest although the recipient rejected the re-INVITE.
@@ -51,7 +66,7 @@ pub enum Deviation {
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 16] = [
+    pub const ALL: [Deviation; 23] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -64,6 +79,13 @@ impl Deviation {
         Self::RecordNumberSkips,
         Self::NewSessionIdOnStop,
         Self::InterimAfterStop,
+        Self::RecordNumberFromOne,
+        Self::DuplicateStop,
+        Self::NoStopAfterInterim,
+        Self::InterimTwicePerReinvite,
+        Self::StopWithStart,
+        Self::WrongApplicationId,
+        Self::InterimWithStart,
         Self::StartOnRinging,
         Self::InterimOnRejectedReinvite,
         Self::SecondStartOnRetransmittedOk,
@@ -85,6 +107,13 @@ impl Deviation {
             Self::RecordNumberSkips => "record_number_skips",
             Self::NewSessionIdOnStop => "new_session_id_on_stop",
             Self::InterimAfterStop => "interim_after_stop",
+            Self::RecordNumberFromOne => "record_number_from_one",
+            Self::DuplicateStop => "duplicate_stop",
+            Self::NoStopAfterInterim => "no_stop_after_interim",
+            Self::InterimTwicePerReinvite => "interim_twice_per_reinvite",
+            Self::StopWithStart => "stop_with_start",
+            Self::WrongApplicationId => "wrong_application_id",
+            Self::InterimWithStart => "interim_with_start",
             Self::StartOnRinging => "start_on_ringing",
             Self::InterimOnRejectedReinvite => "interim_on_rejected_reinvite",
             Self::SecondStartOnRetransmittedOk => "second_start_on_retransmitted_ok",
@@ -113,6 +142,17 @@ impl Deviation {
             Self::RecordNumberSkips => "all flows: record numbers start at 0 and rise by one",
             Self::NewSessionIdOnStop => "all flows: one Session-Id from Start to Stop",
             Self::InterimAfterStop => "all flows: Stop last, no Interim after Stop",
+            Self::RecordNumberFromOne => "all flows: record numbers start at 0",
+            Self::DuplicateStop => "all flows: at most one Stop per charging session",
+            Self::NoStopAfterInterim => {
+                "6.2.3.7: every ended session shows its Stop, the teardown's BYE included"
+            }
+            Self::InterimTwicePerReinvite => {
+                "6.2.3.4: exactly one Interim per charged function per modification"
+            }
+            Self::StopWithStart => "6.2.3.7: the Stop comes after the client's BYE",
+            Self::WrongApplicationId => "RFC 6733: an ACR names the Rf application (3)",
+            Self::InterimWithStart => "6.2.3.4: the Interim follows the re-INVITE (either reading)",
             Self::StartOnRinging => {
                 "6.2.3.1: Start only after the recipient's 200 OK, not on a provisional"
             }

@@ -502,8 +502,20 @@ impl ProxyCore {
             self.respond(&key, &request, 100);
         }
         if phase == Phase::ServerTerminating && method == rsip::Method::Bye {
-            // Our BYE crossed theirs: the session is ending either way.
+            // Our BYE crossed theirs: this party has ended its side, which
+            // answers our BYE to it as well as a 200 OK would.
             self.respond(&key, &request, 200);
+            let ours = self
+                .clients
+                .iter()
+                .find(|(_, (c, p))| {
+                    *c == call_id && matches!(p, Purpose::ServerBye(side) if *side == from)
+                })
+                .map(|(k, _)| k.clone());
+            if let Some(k) = ours {
+                self.clients.remove(&k);
+                self.server_bye_answered(&call_id, from);
+            }
             return;
         }
         let Some(mut forwarded) = self.forwardable(&key, &request) else {
@@ -1104,6 +1116,8 @@ mod tests {
                 ],
                 service_context_id: "s".into(),
                 served_user_in_start_only: false,
+                reconnect_max: None,
+                connect_after: None,
             }),
             inactivity_timer: Some(Duration::from_millis(1500)),
             admin: None,
@@ -1681,5 +1695,31 @@ mod tests {
             ]
         );
         assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_client_bye_crossing_the_servers_bye_stops_that_clients_function() {
+        let mut p = core(vec![]);
+        let t0 = Instant::now();
+        establish(&mut p, t0);
+        assert!(p.terminate("one@test", t0));
+        let byes: Vec<(TxKey, rsip::Request)> = drain(&mut p)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Request { key, request, .. } => Some((key, request)),
+                _ => None,
+            })
+            .collect();
+        p.handle_sip(incoming(in_dialog("BYE", true, 2)), t0);
+        assert_eq!(
+            shape(&drain(&mut p)),
+            ["respond 200", "charge Stop OriginatingPf"],
+            "alice's own BYE ends her side"
+        );
+        p.handle_sip(answer(&byes[1].0, &byes[1].1, 200, "bob"), t0);
+        assert_eq!(
+            shape(&drain(&mut p)),
+            ["charge Stop TerminatingPf", "forget"]
+        );
     }
 }

@@ -19,7 +19,7 @@ use super::config::{Shape, SutConfig};
 use super::deviation::Deviation;
 use super::proxy::{Action, ProxyCore};
 use crate::charging::ch1::Ch1Request;
-use crate::charging::client::ChargingClient;
+use crate::charging::client::{ChargingClient, ClientConfig};
 use crate::diameter::commands::LocalIdentity;
 use crate::profile::{ChargedFunction, Transport};
 use crate::sip::dialog::{Dialog, new_branch, new_call_id, new_tag};
@@ -70,23 +70,28 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// Starts the reference server: binds SIP, connects to the Charging Enabler
-/// (CER first), starts the admin interface.
+/// Starts the reference server: binds SIP, starts the Diameter client of
+/// the Charging Enabler (it connects in the background, and again whenever
+/// the link drops, so the Enabler may come and go), starts the admin
+/// interface.
 pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
-    // The Charging Enabler first: a server that cannot charge must not take calls.
-    let charging = match &config.charging {
-        Some(c) => {
-            let identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
-            let client = ChargingClient::connect(c.server, identity, c.destination_realm.clone())
-                .await
-                .map_err(|e| SutError::Charging {
-                    address: c.server,
-                    reason: e.to_string(),
-                })?;
-            Some(client)
-        }
-        None => None,
-    };
+    // Like a real server: take calls at once; charging requests wait for the
+    // Charging Enabler's link, in order, and are resent if a link drops.
+    let charging = config.charging.as_ref().map(|c| {
+        let identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
+        ChargingClient::spawn(
+            c.server,
+            identity,
+            c.destination_realm.clone(),
+            ClientConfig {
+                reconnect_max: c
+                    .reconnect_max
+                    .unwrap_or(ClientConfig::default().reconnect_max),
+                first_attempt_after: c.connect_after.unwrap_or_default(),
+                ..ClientConfig::default()
+            },
+        )
+    });
 
     let transport = kind(config.sip.transport);
     let endpoint_config = EndpointConfig {
@@ -118,8 +123,11 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
     };
 
     if config.shape == Shape::Proxy {
+        let deviations = config.deviations.clone();
         let core = ProxyCore::new(Arc::new(config), local, transport);
-        tokio::spawn(run_proxy(core, endpoint, charging, events, command_rx));
+        tokio::spawn(run_proxy(
+            core, endpoint, charging, deviations, events, command_rx,
+        ));
         return Ok(RunningSut {
             sip: local,
             admin,
@@ -518,7 +526,7 @@ impl Server {
         cfg.functions
             .iter()
             .filter_map(|f| FunctionCharging::new(*f, &self.config, parties, id))
-            .map(|f| (f, charging_queue(client.clone())))
+            .map(|f| (f, charging_queue(client.clone(), &self.config.deviations)))
             .collect()
     }
 
@@ -1036,6 +1044,7 @@ async fn run_proxy(
     mut core: ProxyCore,
     endpoint: Endpoint,
     charging: Option<ChargingClient>,
+    deviations: Vec<Deviation>,
     mut events: mpsc::UnboundedReceiver<TxEvent>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
@@ -1094,7 +1103,7 @@ async fn run_proxy(
                     if let Some(client) = &charging {
                         let queue = queues
                             .entry((session, function))
-                            .or_insert_with(|| charging_queue(client.clone()));
+                            .or_insert_with(|| charging_queue(client.clone(), &deviations));
                         let _ = queue.send(request);
                     }
                 }
@@ -1105,12 +1114,24 @@ async fn run_proxy(
     endpoint.shutdown().await;
 }
 
-/// One ordered sender per charged function.
-fn charging_queue(client: ChargingClient) -> mpsc::UnboundedSender<Ch1Request> {
+/// One ordered sender per charged function: each request waits for the
+/// answer to the one before (the client keeps it while the link is down).
+fn charging_queue(
+    client: ChargingClient,
+    deviations: &[Deviation],
+) -> mpsc::UnboundedSender<Ch1Request> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Ch1Request>();
+    let wrong_app = deviations.contains(&Deviation::WrongApplicationId);
     tokio::spawn(async move {
         while let Some(req) = rx.recv().await {
-            if let Err(e) = client.send(&req).await {
+            let sent = client
+                .send_shaped(&req, |acr| {
+                    if wrong_app {
+                        super::charging::name_wrong_application(acr);
+                    }
+                })
+                .await;
+            if let Err(e) = sent {
                 tracing::warn!(error = %e, session = %req.session_id, "reference server: charging request failed");
             }
         }

@@ -9,18 +9,31 @@ use crate::charging::enabler::{AnswerSelector, ScriptedAnswer};
 
 use crate::charging::ch1::RecordType;
 use crate::harness::expect::{record_type_named, sequence_diff};
+use crate::harness::rules::{self, Rule};
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{World, record_line};
 
 type StepResult = Result<(), StepFailure>;
 
-/// The clause whose rule requires a request of this kind.
-pub fn clause_of(kind: RecordType) -> &'static str {
+/// The rule that requires a request of `kind` at this point of the
+/// scenario: a Stop is owed to a client's BYE, or to the server's own.
+pub fn rule_requiring(w: &World, kind: RecordType) -> &'static Rule {
     match kind {
-        RecordType::Start => "6.2.3.1",
-        RecordType::Interim => "6.2.3.4",
-        RecordType::Stop => "6.2.3.7",
-        RecordType::Event => "6.2.3.1",
+        RecordType::Start => &rules::START_ON_ANSWER,
+        RecordType::Interim => &rules::INTERIM_ON_MODIFICATION,
+        RecordType::Event => &rules::EVENT_ON_FAILURE_AS_PROFILED,
+        RecordType::Stop if w.client_sent_bye() => &rules::STOP_ON_CLIENT_BYE,
+        RecordType::Stop => &rules::STOP_ON_SERVER_BYE,
+    }
+}
+
+/// The rule a request of `kind` breaks where a step says none may arrive.
+fn rule_forbidding(kind: RecordType) -> &'static Rule {
+    match kind {
+        RecordType::Start => &rules::NO_START_ON_FAILURE,
+        RecordType::Interim => &rules::INTERIM_PER_MODIFICATION,
+        RecordType::Stop => &rules::STOP_AFTER_CLIENT_OK,
+        RecordType::Event => &rules::EVENT_ON_FAILURE_AS_PROFILED,
     }
 }
 
@@ -29,18 +42,26 @@ async fn arrives_for_every_function(w: &mut World, kind: String) -> StepResult {
     let Some(kind) = record_type_named(&kind) else {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 request (StartRequest, InterimRequest, StopRequest, EventRequest)")));
     };
-    await_every_function(w, kind, clause_of(kind)).await
+    let rule = rule_requiring(w, kind);
+    await_every_function(w, kind, rule).await
 }
 
 /// Waits for a request of `kind` after the watermark from every charged
 /// function; moves the watermark past them.
-pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str) -> StepResult {
+pub async fn await_every_function(
+    w: &mut World,
+    kind: RecordType,
+    rule: &'static Rule,
+) -> StepResult {
     let timeout = w.profile().timers.charging;
-    let after = w.watermark;
-    let mut last = after;
+    let mut last = w.watermark;
     for function in w.offline_functions() {
+        let after = w.marks.get(&function).copied().unwrap_or(w.started_at);
         match w.wait_record(function, kind, after, timeout).await {
-            Some(r) => last = last.max(r.stamp),
+            Some(r) => {
+                last = last.max(r.stamp);
+                w.marks.insert(function, r.stamp);
+            }
             None => {
                 let observed: Vec<String> =
                     w.records_for(function).iter().map(record_line).collect();
@@ -49,12 +70,9 @@ pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str)
                 let mut expected: Vec<String> = observed.clone();
                 expected.push(format!("{} ...", kind.ch1_name()));
                 return Err(w.fail(
-                    clause,
-                    &format!(
-                        "the {function} (serving {served}) sends a CH-1 {} within {timeout:?}",
-                        kind.ch1_name()
-                    ),
-                    format!("a {} for the {function}", kind.ch1_name()),
+                    rule,
+                    format!("the {function} serving {served}"),
+                    format!("a {} within {timeout:?}", kind.ch1_name()),
                     format!(
                         "none{link}; the {function}'s requests so far:\n{}",
                         sequence_diff(&expected, &observed)
@@ -65,6 +83,18 @@ pub async fn await_every_function(w: &mut World, kind: RecordType, clause: &str)
     }
     w.watermark = last;
     Ok(())
+}
+
+/// Silence proves something only while the SUT could speak: a step that
+/// expects no charging is inconclusive while no SUT peer is connected.
+pub fn require_link(w: &mut World, what: &str) -> StepResult {
+    if w.ctx.enabler.connections().iter().any(|c| c.open) {
+        return Ok(());
+    }
+    let link = diameter_link(w);
+    Err(w.inconclusive(format!(
+        "{what} proves nothing while no SUT peer is connected over Diameter{link}"
+    )))
 }
 
 /// Why no request could have come, when the SUT is not even connected.
@@ -94,8 +124,12 @@ async fn none_arrives(w: &mut World, kind: String) -> StepResult {
     let Some(kind) = record_type_named(&kind) else {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 request")));
     };
-    tokio::time::sleep(w.profile().timers.quiet).await;
     let after = w.watermark;
+    let rule = rule_forbidding(kind);
+    // However late one comes, even after the verdict: the run's drain judges it.
+    w.forbid(kind, after, rule);
+    tokio::time::sleep(w.profile().timers.quiet).await;
+    require_link(w, &format!("no {} arriving", kind.ch1_name()))?;
     let seen: Vec<String> = w
         .scenario_records()
         .iter()
@@ -105,14 +139,9 @@ async fn none_arrives(w: &mut World, kind: String) -> StepResult {
     if seen.is_empty() {
         return Ok(());
     }
-    let rule = if kind == RecordType::Start {
-        "no StartRequest if the INVITE fails"
-    } else {
-        "no request of this kind here"
-    };
     Err(w.fail(
-        clause_of(kind),
         rule,
+        "this scenario's charging",
         format!("no {}", kind.ch1_name()),
         seen.join("\n"),
     ))
@@ -122,9 +151,15 @@ async fn none_arrives(w: &mut World, kind: String) -> StepResult {
 async fn event_if_expected(w: &mut World) -> StepResult {
     let expects = w.profile().offline().is_some_and(|o| o.failed_invite_event);
     if expects {
-        return await_every_function(w, RecordType::Event, "6.2.3.1").await;
+        return await_every_function(w, RecordType::Event, &rules::EVENT_ON_FAILURE_AS_PROFILED)
+            .await;
     }
     let after = w.watermark;
+    w.forbid(
+        RecordType::Event,
+        after,
+        &rules::EVENT_ON_FAILURE_AS_PROFILED,
+    );
     let seen: Vec<String> = w
         .scenario_records()
         .iter()
@@ -135,8 +170,8 @@ async fn event_if_expected(w: &mut World) -> StepResult {
         Ok(())
     } else {
         Err(w.fail(
-            "6.2.3.1",
-            "the SUT profile says the SUT records no failed INVITE with an EventRequest (charging.offline.failed_invite_event: false)",
+            &rules::EVENT_ON_FAILURE_AS_PROFILED,
+            "charging.offline.failed_invite_event: false",
             "no EventRequest",
             seen.join("\n"),
         ))

@@ -5,7 +5,9 @@
 
 use cucumber::then;
 
+use crate::charging::ch1::RecordType;
 use crate::harness::expect::record_type_named;
+use crate::harness::rules::{self, Rule};
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{SipWhat, World, record_line};
 use crate::profile::OrderingReading;
@@ -66,7 +68,7 @@ async fn every_after(
     kind: &str,
     user: Option<&str>,
     what: &str,
-    clause: &str,
+    rule: &'static Rule,
 ) -> StepResult {
     let Some(kind) = record_type_named(kind) else {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 session request")));
@@ -94,10 +96,10 @@ async fn every_after(
             observed.push(format!("{who}'s {what}"));
             observed.extend(records.iter().filter(|r| r.stamp > event).map(record_line));
             return Err(w.fail(
-                clause,
-                &format!(
-                    "the {function}'s {} only after {who}'s {what}",
-                    kind.ch1_name()
+                rule,
+                format!(
+                    "the {function} serving {}",
+                    w.served_user(function).unwrap_or_default()
                 ),
                 format!("{who}'s {what}, then the {}", kind.ch1_name()),
                 format!("in arrival order:\n{}", observed.join("\n")),
@@ -111,15 +113,25 @@ async fn every_after(
     regex = r"^every (\w+) arrives after (\w+)'s (200 OK to the INVITE|200 OK to the re-INVITE|re-INVITE|BYE)$"
 )]
 async fn every_after_user(w: &mut World, kind: String, user: String, what: String) -> StepResult {
-    let clause = record_type_named(&kind)
-        .map(super::charging::clause_of)
-        .unwrap_or("?");
-    every_after(w, &kind, Some(&user), &what, clause).await
+    let rule = match what.as_str() {
+        "200 OK to the INVITE" => &rules::START_AFTER_ANSWER,
+        "200 OK to the re-INVITE" => &rules::INTERIM_AFTER_ANSWER,
+        "re-INVITE" => &rules::INTERIM_AFTER_REINVITE,
+        _ => &rules::STOP_AFTER_BYE,
+    };
+    every_after(w, &kind, Some(&user), &what, rule).await
 }
 
 #[then(regex = r"^every (\w+) arrives after its served user's 200 OK to the SUT's BYE$")]
 async fn every_after_served_user(w: &mut World, kind: String) -> StepResult {
-    every_after(w, &kind, None, "200 OK to the SUT's BYE", "6.2.3.7").await
+    every_after(
+        w,
+        &kind,
+        None,
+        "200 OK to the SUT's BYE",
+        &rules::STOP_AFTER_CLIENT_OK,
+    )
+    .await
 }
 
 #[then(
@@ -145,7 +157,7 @@ async fn interim_per_reading(w: &mut World, sender: String) -> StepResult {
                 "InterimRequest",
                 Some(&recipient),
                 "200 OK to the re-INVITE",
-                "6.2.3.4 (strict)",
+                &rules::INTERIM_AFTER_ANSWER,
             )
             .await
         }
@@ -156,7 +168,7 @@ async fn interim_per_reading(w: &mut World, sender: String) -> StepResult {
                 "InterimRequest",
                 Some(&sender),
                 "re-INVITE",
-                "6.2.3.4 (lenient)",
+                &rules::INTERIM_AFTER_REINVITE,
             )
             .await
         }
@@ -168,6 +180,7 @@ async fn interim_per_reading(w: &mut World, sender: String) -> StepResult {
 )]
 async fn silent_for_holder(w: &mut World, holder: String) -> StepResult {
     tokio::time::sleep(w.profile().timers.hold_back).await;
+    super::charging::require_link(w, "no charging while an answer is held back")?;
     let after = w.watermark;
     for function in w.offline_functions() {
         if w.served_user(function).as_deref() != Some(holder.as_str()) {
@@ -182,10 +195,8 @@ async fn silent_for_holder(w: &mut World, holder: String) -> StepResult {
         if !early.is_empty() {
             let held = w.profile().timers.hold_back;
             return Err(w.fail(
-                "6.2.3.7",
-                &format!(
-                    "the {function}'s StopRequest waits for {holder}'s own 200 OK to the SUT's BYE"
-                ),
+                &rules::STOP_AFTER_CLIENT_OK,
+                format!("the {function} serving {holder}"),
                 format!("nothing for the {function} while {holder} holds back ({held:?})"),
                 early.join("\n"),
             ));
@@ -197,6 +208,7 @@ async fn silent_for_holder(w: &mut World, holder: String) -> StepResult {
 #[then(regex = r"^no CH-1 request arrives while .+ holds? back (?:his|her|their) answers?$")]
 async fn silent_while_held(w: &mut World) -> StepResult {
     tokio::time::sleep(w.profile().timers.hold_back).await;
+    super::charging::require_link(w, "no charging while an answer is held back")?;
     let after = w.watermark;
     let early: Vec<String> = w
         .scenario_records()
@@ -207,17 +219,24 @@ async fn silent_while_held(w: &mut World) -> StepResult {
     if early.is_empty() {
         return Ok(());
     }
-    let clause = w
+    // The rule is the one the early request breaks: its kind says which
+    // answer it should have waited for.
+    let rule = match w
         .scenario_records()
         .iter()
         .find(|r| r.stamp > after)
         .and_then(|r| r.ch1.as_ref().ok())
-        .map(|c| super::charging::clause_of(c.kind))
-        .unwrap_or("?");
+        .map(|c| c.kind)
+    {
+        Some(RecordType::Interim) => &rules::INTERIM_AFTER_ANSWER,
+        Some(RecordType::Stop) => &rules::STOP_AFTER_CLIENT_OK,
+        Some(RecordType::Event) => &rules::EVENT_ON_FAILURE_AS_PROFILED,
+        Some(RecordType::Start) | None => &rules::START_AFTER_ANSWER,
+    };
     let held = w.profile().timers.hold_back;
     Err(w.fail(
-        clause,
-        "the SUT waits for the client's answer before it charges",
+        rule,
+        "this scenario's charging",
         format!("no CH-1 request while the answer is held back ({held:?})"),
         early.join("\n"),
     ))

@@ -35,9 +35,12 @@ async fn has_session(w: &mut World, a: String, b: String) -> StepResult {
     answer_invite(w, b, 200).await?;
     // The session's Start requests belong to the setup, not to what follows;
     // without them the scenario's own rule cannot be judged.
-    if let Err(missing) =
-        super::charging::await_every_function(w, crate::charging::ch1::RecordType::Start, "6.2.3.1")
-            .await
+    if let Err(missing) = super::charging::await_every_function(
+        w,
+        crate::charging::ch1::RecordType::Start,
+        &crate::harness::rules::START_ON_ANSWER,
+    )
+    .await
     {
         w.outcome = None;
         return Err(w.inconclusive(format!(
@@ -924,21 +927,32 @@ pub async fn teardown(w: &mut World) {
         }
     }
     // What reached a test user and no step looked at must still have come
-    // from the SUT.
+    // from the SUT; a request among it is answered as a UA would (a BYE
+    // the SUT sent on its own, say its inactivity timer's, ends the leg).
     let mut unconsumed = Vec::new();
     for (name, user) in w.users.iter_mut() {
         for e in user.take_unconsumed() {
             if let TxEvent::Request {
-                request, source, ..
+                key,
+                request,
+                source,
             } = e.event
             {
-                unconsumed.push((name.clone(), request, source));
+                unconsumed.push((name.clone(), key, request, source));
             }
         }
     }
-    for (name, request, source) in unconsumed {
+    for (name, key, request, source) in unconsumed {
         if request.method != rsip::Method::Ack || !from_sut(w.ctx.sut_sip, &source) {
             note_source(w, &name, &request, &source);
+        }
+        if let Some(key) = key {
+            let _ = answer_pending(w, &name, &key, &request, 200).await;
+            if request.method == rsip::Method::Bye
+                && let Some(leg) = w.legs.get_mut(&name)
+            {
+                leg.ended = true;
+            }
         }
     }
     let live = w.originator.clone().filter(|a| {

@@ -1,0 +1,227 @@
+//! The rules catalogue: every rule a step or an every-flow check can fail,
+//! once, with a stable id, its clause and its text.
+//!
+//! Steps and checks cite these entries; they never restate a rule. A failure
+//! carries its entry, so the summary, the tests and the reports name the rule
+//! that was broken by id (`tests/deviations.rs` asserts ids, not only that
+//! something failed). Ids are stable: a report or a baseline may keep them.
+//! Text is `spec/flows.md`'s, shortened; `[derived]` marks rules taken from
+//! IMS practice where the change requests are silent.
+
+use std::fmt;
+
+/// One rule of the catalogue.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// Stable id, e.g. `off.start.after-answer`.
+    pub id: &'static str,
+    /// The clause of the CPM Charging TS (or `RFC 6733`, `profile`, `harness`).
+    pub clause: &'static str,
+    /// What must hold.
+    pub text: &'static str,
+    /// Whose fault a broken rule is: a rule of the harness itself makes the
+    /// verdict *error*, never *fail*.
+    pub owner: Owner,
+}
+
+/// Who a rule binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// The SUT: a broken rule is a failure.
+    Sut,
+    /// The harness: a broken rule means no verdict on the SUT holds.
+    Harness,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} [{}] {}", self.id, self.clause, self.text)
+    }
+}
+
+const fn sut(id: &'static str, clause: &'static str, text: &'static str) -> Rule {
+    Rule {
+        id,
+        clause,
+        text,
+        owner: Owner::Sut,
+    }
+}
+
+// 6.2.3.1: 1-1 session initiation [derived].
+pub const START_ON_ANSWER: Rule = sut(
+    "off.start.on-answer",
+    "6.2.3.1",
+    "each charged function sends a CH-1 StartRequest once the recipient's 200 OK establishes the session [derived]",
+);
+pub const START_AFTER_ANSWER: Rule = sut(
+    "off.start.after-answer",
+    "6.2.3.1",
+    "the StartRequest comes only after the recipient's 200 OK to the INVITE [derived]",
+);
+pub const NO_START_ON_FAILURE: Rule = sut(
+    "off.start.none-on-failure",
+    "6.2.3.1",
+    "a failed INVITE (rejected or cancelled) starts no charging, however late [derived]",
+);
+pub const EVENT_ON_FAILURE_AS_PROFILED: Rule = sut(
+    "off.event.failed-invite",
+    "6.2.3.1",
+    "an EventRequest records a failed INVITE exactly when the SUT profile says so (charging.offline.failed_invite_event) [derived]",
+);
+
+// 6.2.3.4: session modification.
+pub const INTERIM_ON_MODIFICATION: Rule = sut(
+    "off.interim.on-modification",
+    "6.2.3.4",
+    "a completed re-INVITE makes each charged function send a CH-1 InterimRequest",
+);
+pub const INTERIM_AFTER_ANSWER: Rule = sut(
+    "off.interim.after-answer",
+    "6.2.3.4 (strict)",
+    "the InterimRequest comes only after the recipients' 200 OK to the re-INVITE (the figure)",
+);
+pub const INTERIM_AFTER_REINVITE: Rule = sut(
+    "off.interim.after-reinvite",
+    "6.2.3.4 (lenient)",
+    "the InterimRequest comes after the re-INVITE arrived (the text)",
+);
+pub const INTERIM_PER_MODIFICATION: Rule = sut(
+    "off.interim.one-per-modification",
+    "6.2.3.4",
+    "exactly one InterimRequest per charged function per completed modification; none for a rejected re-INVITE (strict) or at most one per re-INVITE (lenient)",
+);
+
+// 6.2.3.7: termination.
+pub const STOP_ON_CLIENT_BYE: Rule = sut(
+    "off.stop.on-client-bye",
+    "6.2.3.7",
+    "a client's BYE (session leaving request) makes each charged function send a CH-1 StopRequest",
+);
+pub const STOP_AFTER_BYE: Rule = sut(
+    "off.stop.after-bye",
+    "6.2.3.7",
+    "the StopRequest comes after the client's BYE",
+);
+pub const STOP_ON_SERVER_BYE: Rule = sut(
+    "off.stop.on-server-bye",
+    "6.2.3.7",
+    "a session the server ends (session removal request) is stopped with a CH-1 StopRequest for each charged function",
+);
+pub const STOP_AFTER_CLIENT_OK: Rule = sut(
+    "off.stop.after-client-ok",
+    "6.2.3.7",
+    "on server termination, each function's StopRequest comes only after its own client's 200 OK to the server's BYE",
+);
+pub const STOP_ENDS_EVERY_SESSION: Rule = sut(
+    "off.stop.every-ended-session",
+    "6.2.3.7",
+    "every session that was established and then ended by a BYE (the scenario's or the harness's teardown) shows its StopRequest after that BYE",
+);
+
+// Every offline flow (spec/flows.md, "Rules that hold for every flow").
+pub const ONE_START: Rule = sut(
+    "off.session.one-start",
+    "every flow",
+    "exactly one StartRequest per charging session",
+);
+pub const START_FIRST: Rule = sut(
+    "off.session.start-first",
+    "every flow",
+    "no InterimRequest or StopRequest before the StartRequest",
+);
+pub const AT_MOST_ONE_STOP: Rule = sut(
+    "off.session.one-stop",
+    "every flow",
+    "at most one StopRequest per charging session",
+);
+pub const STOP_LAST: Rule = sut(
+    "off.session.stop-last",
+    "every flow",
+    "the StopRequest is last: no request of the session after it",
+);
+pub const NUMBER_STARTS_AT_ZERO: Rule = sut(
+    "off.session.number-from-0",
+    "every flow",
+    "Accounting-Record-Number is 0 on the StartRequest",
+);
+pub const NUMBER_RISES_BY_ONE: Rule = sut(
+    "off.session.number-rises-by-1",
+    "every flow",
+    "Accounting-Record-Number rises by one on every later request of the session",
+);
+pub const ONE_SESSION_ID: Rule = sut(
+    "off.session.one-session-id",
+    "every flow",
+    "one Session-Id from StartRequest to StopRequest",
+);
+
+// The wire (RFC 6733, spec/binding.md).
+pub const RF_APPLICATION_ID: Rule = sut(
+    "dia.rf.application-id",
+    "RFC 6733",
+    "an ACR names the Rf application (3) in its header and in Acct-Application-Id (or Vendor-Specific-Application-Id)",
+);
+
+// What the SUT profile pins.
+pub const PINNED_SERVICE_CONTEXT: Rule = sut(
+    "profile.service-context-id",
+    "profile",
+    "every request carries the Service-Context-Id the SUT profile pins (charging.offline.service_context_id)",
+);
+
+// The harness's own part.
+pub const EVERY_REQUEST_ANSWERED: Rule = Rule {
+    id: "harness.every-request-answered",
+    clause: "harness",
+    text: "the Charging Enabler answers every request (no step withholds an answer)",
+    owner: Owner::Harness,
+};
+
+/// Every rule, for listings and for the test that proves each one both ways.
+pub const ALL: &[&Rule] = &[
+    &START_ON_ANSWER,
+    &START_AFTER_ANSWER,
+    &NO_START_ON_FAILURE,
+    &EVENT_ON_FAILURE_AS_PROFILED,
+    &INTERIM_ON_MODIFICATION,
+    &INTERIM_AFTER_ANSWER,
+    &INTERIM_AFTER_REINVITE,
+    &INTERIM_PER_MODIFICATION,
+    &STOP_ON_CLIENT_BYE,
+    &STOP_AFTER_BYE,
+    &STOP_ON_SERVER_BYE,
+    &STOP_AFTER_CLIENT_OK,
+    &STOP_ENDS_EVERY_SESSION,
+    &ONE_START,
+    &START_FIRST,
+    &AT_MOST_ONE_STOP,
+    &STOP_LAST,
+    &NUMBER_STARTS_AT_ZERO,
+    &NUMBER_RISES_BY_ONE,
+    &ONE_SESSION_ID,
+    &RF_APPLICATION_ID,
+    &PINNED_SERVICE_CONTEXT,
+    &EVERY_REQUEST_ANSWERED,
+];
+
+/// Looks a rule up by id.
+pub fn by_id(id: &str) -> Option<&'static Rule> {
+    ALL.iter().copied().find(|r| r.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_found() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ALL {
+            assert!(seen.insert(r.id), "duplicate rule id {}", r.id);
+            assert_eq!(by_id(r.id), Some(*r));
+            assert!(!r.text.is_empty() && !r.clause.is_empty());
+        }
+        assert_eq!(by_id("no.such.rule"), None);
+    }
+}
