@@ -177,7 +177,7 @@ fn a_server_started_first_whose_client_connects_seconds_later_is_awaited() {
         "  connect_after: 3s\n",
     );
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("14 pass"), "{out}");
+    assert!(out.contains("17 pass"), "{out}");
     assert!(
         out.contains("waiting up to 10s for the SUT's Diameter client"),
         "{out}"
