@@ -134,6 +134,14 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             &["OFF-INIT-03", "OFF-INIT-04"],
             "off.start.none-on-failure",
         )],
+        Deviation::NoStartOnAnswer => vec![by(&["OFF-INIT-01"], "off.start.on-answer")],
+        Deviation::NoStopOnServerBye => vec![by(
+            &["OFF-TERM-03", "OFF-TERM-04"],
+            "off.stop.on-server-bye",
+        )],
+        Deviation::InterimBeforeStart => {
+            vec![by(&["OFF-INIT-01"], "off.session.start-first")]
+        }
     }
 }
 

@@ -62,11 +62,18 @@ pub enum Deviation {
     /// A StartRequest about a second after a failed INVITE, when a quick
     /// look finds nothing.
     LateStartAfterFailedInvite,
+    /// No StartRequest when the recipient's 200 OK establishes the session.
+    NoStartOnAnswer,
+    /// No StopRequest when the server ends the session, whatever the
+    /// clients answer to its BYE.
+    NoStopOnServerBye,
+    /// An InterimRequest just before the StartRequest.
+    InterimBeforeStart,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 23] = [
+    pub const ALL: [Deviation; 26] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -90,6 +97,9 @@ impl Deviation {
         Self::InterimOnRejectedReinvite,
         Self::SecondStartOnRetransmittedOk,
         Self::LateStartAfterFailedInvite,
+        Self::NoStartOnAnswer,
+        Self::NoStopOnServerBye,
+        Self::InterimBeforeStart,
     ];
 
     /// The name used in configs and on the command line.
@@ -118,6 +128,9 @@ impl Deviation {
             Self::InterimOnRejectedReinvite => "interim_on_rejected_reinvite",
             Self::SecondStartOnRetransmittedOk => "second_start_on_retransmitted_ok",
             Self::LateStartAfterFailedInvite => "late_start_after_failed_invite",
+            Self::NoStartOnAnswer => "no_start_on_answer",
+            Self::NoStopOnServerBye => "no_stop_on_server_bye",
+            Self::InterimBeforeStart => "interim_before_start",
         }
     }
 
@@ -165,6 +178,11 @@ impl Deviation {
             Self::LateStartAfterFailedInvite => {
                 "6.2.3.1: no Start if the INVITE fails, not even later"
             }
+            Self::NoStartOnAnswer => "6.2.3.1: the recipient's 200 OK starts charging",
+            Self::NoStopOnServerBye => {
+                "6.2.3.7: a session the server ends is stopped for each charged function"
+            }
+            Self::InterimBeforeStart => "all flows: no Interim or Stop before the Start",
         }
     }
 

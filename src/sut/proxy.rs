@@ -765,7 +765,10 @@ impl ProxyCore {
             s.phase = Phase::Established;
             s.last_activity = now;
             // 6.2.3.1: the recipient's 200 OK, relayed, starts charging.
-            self.charge(call_id, FunctionCharging::start);
+            if !self.has(Deviation::NoStartOnAnswer) {
+                let early = self.has(Deviation::InterimBeforeStart);
+                self.charge(call_id, |f| answered(f, early));
+            }
             return;
         }
         // The INVITE failed: no charging, unless deviating.
@@ -918,7 +921,11 @@ impl ProxyCore {
     fn server_bye_answered(&mut self, call_id: &str, side: Side) {
         let early = self.has(Deviation::StopBeforeByeOk);
         let all_at_once = self.has(Deviation::StopAllOnFirstByeOk);
-        if !early && let Some(s) = self.sessions.get_mut(call_id) {
+        let never = self.has(Deviation::NoStopOnServerBye);
+        if !early
+            && !never
+            && let Some(s) = self.sessions.get_mut(call_id)
+        {
             charge(
                 &mut self.actions,
                 s,
@@ -975,12 +982,26 @@ impl ProxyCore {
         let Some(mut s) = self.sessions.remove(call_id) else {
             return;
         };
-        if s.phase != Phase::Inviting && !self.has(Deviation::NoStopOnBye) {
+        let never = self.has(Deviation::NoStopOnBye)
+            || (s.phase == Phase::ServerTerminating && self.has(Deviation::NoStopOnServerBye));
+        if s.phase != Phase::Inviting && !never {
             charge(&mut self.actions, &mut s, |_| true, FunctionCharging::stop);
         }
         self.clients.retain(|_, (c, _)| c != call_id);
         self.actions.push_back(Action::Forget { session: s.id });
     }
+}
+
+/// A function's Start on the recipient's 200 OK; deviation
+/// `interim_before_start` puts an Interim (a copy of the Start) first.
+pub(super) fn answered(f: &mut FunctionCharging, interim_first: bool) -> Vec<Ch1Request> {
+    let mut out = f.start();
+    if interim_first && let Some(first) = out.first() {
+        let mut early = first.clone();
+        early.kind = crate::charging::ch1::RecordType::Interim;
+        out.insert(0, early);
+    }
+    out
 }
 
 /// Deviation `second_start_on_retransmitted_ok`: a function's Start made

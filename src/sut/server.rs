@@ -684,7 +684,9 @@ impl Server {
         }
         let was_server_terminating = s.phase == Phase::ServerTerminating;
         s.phase = Phase::Ended;
-        if !no_stop {
+        let never =
+            no_stop || (was_server_terminating && self.config.has(Deviation::NoStopOnServerBye));
+        if !never {
             charge(s, FunctionCharging::stop);
         }
         if was_server_terminating {
@@ -851,8 +853,11 @@ impl Server {
             let key_a = s.invite_a_key.clone();
             let _ = self.endpoint.send_response(&key_a, ok).await;
             // 6.2.3.1: the recipient's 200 OK starts charging.
-            if let Some(s) = self.sessions.get_mut(&id) {
-                charge(s, FunctionCharging::start);
+            let early = self.config.has(Deviation::InterimBeforeStart);
+            if !self.config.has(Deviation::NoStartOnAnswer)
+                && let Some(s) = self.sessions.get_mut(&id)
+            {
+                charge(s, |f| super::proxy::answered(f, early));
             }
         } else {
             let failure = response_to(
@@ -955,7 +960,7 @@ impl Server {
         };
         let all_at_once = self.config.has(Deviation::StopAllOnFirstByeOk);
         // 6.2.3.7 (server initiated): Stop only after the client's 200 OK.
-        if !early_stop {
+        if !early_stop && !self.config.has(Deviation::NoStopOnServerBye) {
             for (f, queue) in &mut s.functions {
                 if serves(f.function, side) || all_at_once {
                     for req in f.stop() {
@@ -1010,7 +1015,10 @@ impl Server {
         if let Some(mut s) = self.sessions.remove(&id) {
             // Whatever is still open is closed; a correct server has sent its
             // Stop already and this sends nothing.
-            if s.phase != Phase::Inviting && !self.config.has(Deviation::NoStopOnBye) {
+            let never = self.config.has(Deviation::NoStopOnBye)
+                || (s.phase == Phase::ServerTerminating
+                    && self.config.has(Deviation::NoStopOnServerBye));
+            if s.phase != Phase::Inviting && !never {
                 charge(&mut s, FunctionCharging::stop);
             }
             self.legs.retain(|_, (sid, _)| *sid != id);
