@@ -20,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use cpmcc::harness::{self, Listening, RunHooks, RunOptions};
 use cpmcc::profile::SutProfile;
+use cpmcc::report::sanitize::escape;
 use cpmcc::sut::{self, Deviation, SutConfig};
 
 #[derive(Debug, Parser)]
@@ -118,7 +119,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cpmcc: {e:#}");
+            // A profile or feature file may quote what it holds: one line, escaped.
+            eprintln!("cpmcc: {}", escape(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

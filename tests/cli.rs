@@ -298,3 +298,36 @@ fn an_interrupted_run_writes_what_finished_marked_interrupted() {
         "{summary}"
     );
 }
+
+#[test]
+fn a_listed_known_deviation_passes_the_gate_and_nothing_else_does() {
+    // The harness's own teardown must leave no stray behind (it ACKs what it
+    // provokes), or a known deviation could never pass the gate.
+    let dir = scratch("known");
+    let profile = dir.join("profile.yaml");
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/sut/reference.yaml"
+    ))
+    .unwrap();
+    assert!(reference.contains("known_deviations: []"));
+    let known = reference.replace(
+        "known_deviations: []",
+        "known_deviations:\n  - { scenario: OFF-MOD-01, reason: ticket 1 }\n  - { scenario: OFF-MOD-02, reason: ticket 1 }\n  - { scenario: OFF-MOD-03, reason: ticket 1 }\n",
+    );
+    std::fs::write(&profile, known).unwrap();
+    let profile = profile.to_str().unwrap();
+    let o = cpmcc(
+        &dir,
+        &["--profile", profile, "--deviation", "no_stop_after_interim"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("known deviation: ticket 1"), "{}", text(&o));
+    assert!(!text(&o).contains("belonged to no scenario"), "{}", text(&o));
+    // The same deviation breaks a scenario the profile does not list.
+    let o = cpmcc(
+        &dir,
+        &["--profile", profile, "--deviation", "no_stop_on_bye"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}

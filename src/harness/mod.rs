@@ -21,7 +21,6 @@ use cucumber::writer::Stats as _;
 use cucumber::{World as _, WriterExt as _, event, gherkin};
 use futures::FutureExt as _;
 
-use crate::charging::ch1::RecordType;
 use crate::charging::enabler::ChargingRecord;
 use crate::charging::enabler::{Enabler, EnablerConfig};
 use crate::diameter::commands::LocalIdentity;
@@ -359,6 +358,15 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
     for detail in unclaimed_charging(&context) {
         strays.push("charging request for no test user", &detail);
     }
+    // What reached the Diameter port and was no SUT peer's charging.
+    let (diameter, total) = enabler.strays();
+    for s in &diameter {
+        strays.push("Diameter junk", &s.to_string());
+    }
+    strays.count_more(
+        "Diameter junk",
+        (total as u64).saturating_sub(diameter.len() as u64),
+    );
     let mut summary = Summary {
         sut: profile.name.clone(),
         ordering,
@@ -421,7 +429,8 @@ async fn run_features(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "the cucumber log (pass --cucumber-log)".into());
-    let writer = World::cucumber()
+    let writer = World::cucumber::<PathBuf>()
+        .with_parser(JudgedFeatures::default())
         .with_writer(
             cucumber::writer::Basic::new(
                 log,
@@ -442,7 +451,7 @@ async fn run_features(
             }
             .boxed_local()
         })
-        .filter_run(&options.features, move |feature, _rule, scenario| {
+        .filter_run(options.features.clone(), move |feature, _rule, scenario| {
             let all_tags: Vec<&String> = feature.tags.iter().chain(scenario.tags.iter()).collect();
             if let Some(expr) = &tags
                 && !expr.eval(all_tags.iter().map(|t| t.as_str()))
@@ -497,6 +506,54 @@ async fn run_features(
         });
     }
     Ok(())
+}
+
+/// Reads features as cucumber does, and ends every scenario with the judge
+/// step ([`steps::judge::JUDGE_STEP`]): a scenario that broke a rule on its
+/// whole charging fails inside cucumber, so its log and writers agree with
+/// the summary.
+#[derive(Debug, Default)]
+struct JudgedFeatures(cucumber::parser::Basic);
+
+type ParsedFeature = cucumber::parser::Result<gherkin::Feature>;
+
+impl<I: AsRef<Path>> cucumber::Parser<I> for JudgedFeatures {
+    type Cli = <cucumber::parser::Basic as cucumber::Parser<I>>::Cli;
+    type Output = futures::stream::Map<
+        <cucumber::parser::Basic as cucumber::Parser<I>>::Output,
+        fn(ParsedFeature) -> ParsedFeature,
+    >;
+
+    fn parse(self, input: I, cli: Self::Cli) -> Self::Output {
+        use futures::StreamExt as _;
+        self.0
+            .parse(input, cli)
+            .map(with_judge_step as fn(ParsedFeature) -> ParsedFeature)
+    }
+}
+
+fn with_judge_step(feature: ParsedFeature) -> ParsedFeature {
+    let mut feature = feature?;
+    let scenarios = feature.scenarios.iter_mut().chain(
+        feature
+            .rules
+            .iter_mut()
+            .flat_map(|r| r.scenarios.iter_mut()),
+    );
+    for scenario in scenarios {
+        let last = scenario.steps.last();
+        let step = gherkin::Step {
+            keyword: "Then ".into(),
+            ty: gherkin::StepType::Then,
+            value: steps::judge::JUDGE_STEP.into(),
+            docstring: None,
+            table: None,
+            span: last.map(|s| s.span).unwrap_or_default(),
+            position: last.map(|s| s.position).unwrap_or(scenario.position),
+        };
+        scenario.steps.push(step);
+    }
+    Ok(feature)
 }
 
 /// The reason a scenario does not apply to this SUT, from its `@needs-…` tags.
@@ -593,18 +650,11 @@ async fn after_scenario(
             result.detail = Some(format!("before hook failed: {info:?}"));
         }
     }
-    // End what the scenario left open first, so that the rules below see
-    // each charging session whole, Stop included.
-    let teardown_from = crate::timeline::stamp();
-    steps::sip::teardown(w).await;
-    let facts = w.facts(Some(teardown_from));
-    await_owed_stops(w, &facts).await;
-    // Then let late requests in.
-    tokio::time::sleep(ctx.profile.timers.settle).await;
-    // The harness's own part of the rules: it answers every request (no step
-    // withholds an answer yet). If it did not, no verdict on the SUT holds.
+    // The judge step ran, or (a step failed before it) judge now.
+    let judgement = steps::judge::judge(w).await;
+    let facts = judgement.facts.clone();
     let records = ctx.enabler.records();
-    if let Some(v) = harness_rules(&expect::scenario_records(records.clone(), &facts)) {
+    if let Some(v) = &judgement.harness {
         result.verdict = Verdict::Error;
         result.detail = Some(v.to_string());
         result.rules.push(v.rule.id);
@@ -617,8 +667,7 @@ async fn after_scenario(
     {
         result.rules.insert(0, rule.id);
     }
-    let violations = expect::judge_scenario(&facts, &records);
-    add_violations(&mut result, &violations, None);
+    add_violations(&mut result, &judgement.violations, None);
     result.warnings = std::mem::take(&mut w.warnings);
     // What the SUT sent that is odd but legal: shown, never failed on.
     for record in expect::scenario_records(records, &facts) {
@@ -659,44 +708,6 @@ async fn after_scenario(
 
 fn records_now(ctx: &Context) -> Vec<ChargingRecord> {
     ctx.enabler.records()
-}
-
-/// Waits, as a step would, for the StopRequest every ended session owes
-/// (`off.stop.every-ended-session`), so that a slow but correct SUT is not
-/// judged before its Stop arrives. The judge then decides.
-async fn await_owed_stops(w: &World, facts: &expect::ScenarioFacts) {
-    let Some(end) = facts.session_end else {
-        return;
-    };
-    let timeout = w.profile().timers.charging;
-    for stream in &facts.streams {
-        let started = w
-            .records_for(stream.function)
-            .iter()
-            .any(|r| r.ch1.as_ref().is_ok_and(|c| c.kind == RecordType::Start));
-        if started {
-            let _ = w
-                .wait_record(stream.function, RecordType::Stop, end, timeout)
-                .await;
-        }
-    }
-}
-
-/// The rules that bind the harness itself, on a scenario's records.
-fn harness_rules(records: &[ChargingRecord]) -> Option<Violation> {
-    let unanswered: Vec<String> = records
-        .iter()
-        .filter(|r| !world::answered(r))
-        .map(world::record_line)
-        .collect();
-    (!unanswered.is_empty()).then(|| {
-        Violation::new(
-            &rules::EVERY_REQUEST_ANSWERED,
-            "the Charging Enabler",
-            "an answer to every request",
-            format!("left unanswered:\n{}", unanswered.join("\n")),
-        )
-    })
 }
 
 /// Adds broken rules to a result: a pass or an inconclusive becomes a
@@ -868,9 +879,9 @@ mod tests {
             result_code: 2001,
             stamp: stamp(),
         });
-        assert!(harness_rules(std::slice::from_ref(&answered)).is_none());
+        assert!(steps::judge::harness_rules(std::slice::from_ref(&answered)).is_none());
         let withheld = record(AnswerOutcome::Withheld);
-        let v = harness_rules(&[answered, withheld]).map(|v| v.rule.id);
+        let v = steps::judge::harness_rules(&[answered, withheld]).map(|v| v.rule.id);
         assert_eq!(v, Some("harness.every-request-answered"));
         assert_eq!(rules::EVERY_REQUEST_ANSWERED.owner, rules::Owner::Harness);
     }

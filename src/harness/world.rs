@@ -81,6 +81,16 @@ pub enum SipWhat {
 
 pub use super::expect::Forbidden;
 
+/// What the judge found on a scenario's whole charging.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub facts: ScenarioFacts,
+    /// Broken rules of the SUT, in the judge's order.
+    pub violations: Vec<super::verdict::Violation>,
+    /// A broken rule of the harness itself: no verdict on the SUT holds.
+    pub harness: Option<super::verdict::Violation>,
+}
+
 /// A request a test user received and has not answered yet.
 #[derive(Debug, Clone)]
 pub struct PendingRequest {
@@ -140,6 +150,8 @@ pub struct World {
     pub marks: HashMap<ChargedFunction, Stamp>,
     /// The failure that ended the scenario, with its verdict.
     pub outcome: Option<StepFailure>,
+    /// The judge's findings, once the scenario was judged.
+    pub judgement: Option<Judgement>,
     /// Requests a step said must not arrive (after a stamp); judged again
     /// after the scenario and at the end of the run, however late they come.
     pub forbidden: Vec<Forbidden>,
@@ -165,6 +177,7 @@ impl World {
             marks: HashMap::new(),
             outcome: None,
             forbidden: Vec::new(),
+            judgement: None,
             warnings: Vec::new(),
             started: started.at,
             started_at: started,

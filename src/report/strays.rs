@@ -43,6 +43,16 @@ impl StrayLog {
         }
     }
 
+    /// Counts `n` more strays of `kind` whose lines another log already
+    /// dropped (it kept only its first few).
+    pub fn count_more(&mut self, kind: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.total += n;
+        *self.by_kind.entry(kind.to_owned()).or_default() += n;
+    }
+
     /// Adds another log's counts and as many of its lines as still fit.
     pub fn extend(&mut self, other: &StrayLog) {
         self.total += other.total;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use cucumber::{given, then};
+use cucumber::{given, then, when};
 
-use crate::charging::enabler::{AnswerSelector, ScriptedAnswer};
+use crate::charging::enabler::{AnswerSelector, LinkEventKind, ScriptedAnswer};
 
 use crate::charging::ch1::RecordType;
 use crate::harness::expect::{record_type_named, sequence_diff};
@@ -175,6 +175,30 @@ async fn event_if_expected(w: &mut World) -> StepResult {
             "no EventRequest",
             seen.join("\n"),
         ))
+    }
+}
+
+/// Drops every SUT connection without DPR, as a network fault would, and
+/// waits for the SUT to connect again (its own schedule, up to
+/// `timers.sut_link`).
+#[when("the Charging Enabler drops the SUT's Diameter link")]
+async fn drop_link(w: &mut World) -> StepResult {
+    let before = crate::timeline::stamp();
+    w.ctx.enabler.drop_connections();
+    let wait = w.profile().timers.sut_link;
+    let reopened = w
+        .ctx
+        .enabler
+        .wait_for_link_event(
+            |e| e.stamp > before && e.kind == LinkEventKind::Opened,
+            wait,
+        )
+        .await;
+    match reopened {
+        Some(_) => Ok(()),
+        None => Err(w.inconclusive(format!(
+            "the SUT did not connect again within {wait:?} after its Diameter link dropped"
+        ))),
     }
 }
 
