@@ -79,6 +79,8 @@ fn acr_maps_back_to_the_same_request() {
     let m = Message::decode(&req.to_acr(&local, "x").encode()).unwrap();
     assert_eq!(m.avps[0].code, code::SESSION_ID);
     let (back, warnings) = Ch1Request::from_acr_with_warnings(&m).unwrap();
+    // What was read also says where the served user was found.
+    req.served_user_source = Some(cpmcc::charging::ch1::ServedUserSource::SubscriptionId);
     assert_eq!(back, req);
     assert!(warnings.is_empty(), "{warnings:?}");
     for role in [ChargedRole::OriginatingPf, ChargedRole::TerminatingPf] {

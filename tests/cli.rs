@@ -322,8 +322,16 @@ fn a_listed_known_deviation_passes_the_gate_and_nothing_else_does() {
         &["--profile", profile, "--deviation", "no_stop_after_interim"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("known deviation: ticket 1"), "{}", text(&o));
-    assert!(!text(&o).contains("belonged to no scenario"), "{}", text(&o));
+    assert!(
+        text(&o).contains("known deviation: ticket 1"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains("belonged to no scenario"),
+        "{}",
+        text(&o)
+    );
     // The same deviation breaks a scenario the profile does not list.
     let o = cpmcc(
         &dir,

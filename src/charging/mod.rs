@@ -14,16 +14,32 @@
 //!   [`link::Link`].
 
 pub mod ch1;
+pub mod ch2;
+pub mod charging_request;
 pub mod client;
 pub mod enabler;
 pub mod link;
+pub mod ocs;
+pub mod online_rules;
 pub mod rf;
+pub mod ro;
 
 pub use ch1::{Ch1Request, Ch1Response, ChargedRole, RecordType};
+pub use ch2::{
+    Ch2Request, Ch2Response, CreditGrant, CreditRequest, FailureHandling, FinalUnitAction,
+    ReportingReason, RequestType, RequestedAction, ServiceKey, ServiceUnits, TriggerArming,
+    TriggerType,
+};
+pub use charging_request::{ChargingRequest, Interface, RequestKind};
 pub use client::{ChargingClient, ChargingClientError, ClientConfig, LinkStatus};
 pub use enabler::{
     AnswerOutcome, AnswerSelector, ChargingRecord, ConnectionInfo, Enabler, EnablerConfig,
     EnablerError, LinkEvent, LinkEventKind, ScriptedAnswer, Stray,
 };
 pub use link::{Link, LinkAction, LinkConfig, LinkFailure, LinkState, RequestId};
+pub use ocs::{
+    CcrOutcome, Ocs, OcsAnswer, OcsConfig, OcsDecision, OcsExchange, OcsSelector, OcsSession,
+};
+pub use online_rules::{OnlineRule, OnlineViolation, check_online_session};
 pub use rf::{MappingError, aca_for, bench_acr_roundtrip};
+pub use ro::{RoMappingError, ro_client_identity};

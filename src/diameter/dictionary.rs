@@ -214,20 +214,27 @@ avps! {
     POC_GROUP_NAME = 859, "PoC-Group-Name", tgpp, Utf8String, true;
     CAUSE_CODE = 861, "Cause-Code", tgpp, Integer32, true;
     NODE_FUNCTIONALITY = 862, "Node-Functionality", tgpp, Enumerated, true;
+    TIME_QUOTA_THRESHOLD = 868, "Time-Quota-Threshold", tgpp, Unsigned32, true;
+    VOLUME_QUOTA_THRESHOLD = 869, "Volume-Quota-Threshold", tgpp, Unsigned32, true;
     TRIGGER_TYPE = 870, "Trigger-Type", tgpp, Enumerated, true;
+    QUOTA_HOLDING_TIME = 871, "Quota-Holding-Time", tgpp, Unsigned32, true;
     REPORTING_REASON = 872, "Reporting-Reason", tgpp, Enumerated, true;
     SERVICE_INFORMATION = 873, "Service-Information", tgpp, Grouped, true;
     IMS_INFORMATION = 876, "IMS-Information", tgpp, Grouped, true;
     POC_INFORMATION = 879, "PoC-Information", tgpp, Grouped, true;
+    QUOTA_CONSUMPTION_TIME = 881, "Quota-Consumption-Time", tgpp, Unsigned32, true;
     POC_SERVER_ROLE = 883, "PoC-Server-Role", tgpp, Enumerated, true;
     POC_SESSION_TYPE = 884, "PoC-Session-Type", tgpp, Enumerated, true;
     NUMBER_OF_PARTICIPANTS = 885, "Number-Of-Participants", tgpp, Unsigned32, true;
     PARTICIPANTS_INVOLVED = 887, "Participants-Involved", tgpp, Utf8String, true;
+    UNIT_QUOTA_THRESHOLD = 1226, "Unit-Quota-Threshold", tgpp, Unsigned32, true;
     POC_SESSION_ID = 1229, "PoC-Session-Id", tgpp, Utf8String, true;
     SERVICE_GENERIC_INFORMATION = 1256, "Service-Generic-Information", tgpp, Grouped, true;
     PARTICIPANT_GROUP = 1260, "Participant-Group", tgpp, Grouped, true;
     TRIGGER = 1264, "Trigger", tgpp, Grouped, true;
     PARTICIPANT_ACTION_TYPE = 2049, "Participant-Action-Type", tgpp, Enumerated, true;
+    LOW_BALANCE_INDICATION = 2020, "Low-Balance-Indication", tgpp, Enumerated, true;
+    REMAINING_BALANCE = 2021, "Remaining-Balance", tgpp, Grouped, true;
     APPLICATION_SERVER_ID = 2101, "Application-Server-Id", tgpp, Utf8String, true;
     APPLICATION_SERVICE_TYPE = 2102, "Application-Service-Type", tgpp, Enumerated, true;
     APPLICATION_SESSION_ID = 2103, "Application-Session-Id", tgpp, Unsigned32, true;
@@ -277,6 +284,29 @@ pub fn enum_name(code: u32, vendor: Option<u32>, value: i32) -> Option<&'static 
             (2, "CHECK_BALANCE"),
             (3, "PRICE_ENQUIRY"),
         ],
+        (c::CC_UNIT_TYPE, None) => &[
+            (0, "TIME"),
+            (1, "MONEY"),
+            (2, "TOTAL-OCTETS"),
+            (3, "INPUT-OCTETS"),
+            (4, "OUTPUT-OCTETS"),
+            (5, "SERVICE-SPECIFIC-UNITS"),
+        ],
+        (c::MULTIPLE_SERVICES_INDICATOR, None) => &[
+            (0, "MULTIPLE_SERVICES_NOT_SUPPORTED"),
+            (1, "MULTIPLE_SERVICES_SUPPORTED"),
+        ],
+        (c::TERMINATION_CAUSE, None) => &[
+            (1, "DIAMETER_LOGOUT"),
+            (2, "DIAMETER_SERVICE_NOT_PROVIDED"),
+            (3, "DIAMETER_BAD_ANSWER"),
+            (4, "DIAMETER_ADMINISTRATIVE"),
+            (5, "DIAMETER_LINK_BROKEN"),
+            (6, "DIAMETER_AUTH_EXPIRED"),
+            (7, "DIAMETER_USER_MOVED"),
+            (8, "DIAMETER_SESSION_TIMEOUT"),
+        ],
+        (c::LOW_BALANCE_INDICATION, Some(VENDOR_3GPP)) => &[(0, "NOT-APPLICABLE"), (1, "YES")],
         (c::FINAL_UNIT_ACTION, None) => {
             &[(0, "TERMINATE"), (1, "REDIRECT"), (2, "RESTRICT_ACCESS")]
         }

@@ -506,4 +506,173 @@ mod tests {
             "  StartRequest #0\n+ StartRequest #1\n+ StopRequest #2\n- StopRequest #1"
         );
     }
+
+    /// The judge on whole scenarios: records as the Enabler keeps them.
+    mod judge {
+        use super::*;
+        use crate::charging::ch1::Ch1Request;
+        use crate::charging::enabler::AnswerOutcome;
+
+        const ALICE: &str = "alice.1x";
+        const BOB: &str = "bob.1x";
+
+        fn record(kind: RecordType, n: u32, sid: &str, user: Option<&str>) -> ChargingRecord {
+            let mut req = Ch1Request::new(kind, sid, n).role(ChargedRole::OriginatingPf);
+            req.served_user = user.map(|u| format!("sip:{u}@test.invalid"));
+            req.service_context_id = Some("32260@3gpp.org".into());
+            let (_, local) = crate::charging::rf::sample_acr_start();
+            ChargingRecord {
+                stamp: stamp(),
+                peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                message: req.to_acr(&local, "cdf.test.invalid"),
+                ch1: Ok(req),
+                warnings: Vec::new(),
+                answer: AnswerOutcome::Withheld,
+                retransmissions: 0,
+                protocol_error: None,
+            }
+        }
+
+        fn facts() -> ScenarioFacts {
+            ScenarioFacts {
+                streams: vec![Stream {
+                    function: ChargedFunction::OriginatingPf,
+                    role_name: "alice".into(),
+                    served: ALICE.into(),
+                }],
+                user_names: vec![ALICE.into(), BOB.into()],
+                session_end: None,
+                reinvites: (0, 0),
+                forbidden: Vec::new(),
+                ordering: OrderingReading::Strict,
+                pinned_service_context: None,
+            }
+        }
+
+        fn ids(v: Vec<Violation>) -> Vec<&'static str> {
+            v.into_iter().map(|v| v.rule.id).collect()
+        }
+
+        #[test]
+        fn an_ended_session_owes_a_stop_after_its_bye() {
+            use RecordType::{Start, Stop};
+            let start = record(Start, 0, "s", Some(ALICE));
+            let early_stop = record(Stop, 1, "s", Some(ALICE));
+            let bye = stamp();
+            let late_stop = record(Stop, 1, "s", None);
+            let mut f = facts();
+            // Not ended: nothing owed.
+            assert!(ids(judge_scenario(&f, std::slice::from_ref(&start))).is_empty());
+            f.session_end = Some(bye);
+            assert_eq!(
+                ids(judge_scenario(&f, std::slice::from_ref(&start))),
+                ["off.stop.every-ended-session"]
+            );
+            // A Stop before the BYE is not the one owed.
+            assert_eq!(
+                ids(judge_scenario(&f, &[start.clone(), early_stop])),
+                ["off.stop.every-ended-session"]
+            );
+            // A Stop after it, naming only the Session-Id the Start opened, is.
+            assert!(ids(judge_scenario(&f, &[start, late_stop])).is_empty());
+            // A function that never started owes nothing.
+            assert!(ids(judge_scenario(&f, &[])).is_empty());
+        }
+
+        #[test]
+        fn one_interim_per_accepted_reinvite_by_the_reading() {
+            use RecordType::{Interim, Start};
+            let session = [
+                record(Start, 0, "s", Some(ALICE)),
+                record(Interim, 1, "s", Some(ALICE)),
+            ];
+            let mut f = facts();
+            f.reinvites = (1, 1);
+            assert!(ids(judge_scenario(&f, &session)).is_empty());
+            // A rejected re-INVITE: none under the figure ...
+            f.reinvites = (1, 0);
+            assert_eq!(
+                ids(judge_scenario(&f, &session)),
+                ["off.interim.one-per-modification"]
+            );
+            // ... at most one under the text.
+            f.ordering = OrderingReading::Lenient;
+            assert!(ids(judge_scenario(&f, &session)).is_empty());
+            f.reinvites = (0, 0);
+            assert_eq!(
+                ids(judge_scenario(&f, &session)),
+                ["off.interim.one-per-modification"]
+            );
+            // Accepted but not charged.
+            f.ordering = OrderingReading::Strict;
+            f.reinvites = (2, 2);
+            assert_eq!(
+                ids(judge_scenario(&f, &session)),
+                ["off.interim.one-per-modification"]
+            );
+        }
+
+        #[test]
+        fn what_a_step_forbade_is_judged_however_late() {
+            let mut f = facts();
+            let before = record(RecordType::Start, 0, "s", Some(ALICE));
+            f.forbidden.push(Forbidden {
+                kind: RecordType::Start,
+                after: stamp(),
+                rule: &rules::NO_START_ON_FAILURE,
+            });
+            assert!(ids(judge_scenario(&f, std::slice::from_ref(&before))).is_empty());
+            // Another kind, or another scenario's user, is not forbidden here.
+            let interim = record(RecordType::Interim, 0, "t", Some(BOB));
+            let stranger = record(RecordType::Start, 0, "u", Some("carol.9x"));
+            assert!(ids(judge_scenario(&f, &[interim, stranger])).is_empty());
+            let late = record(RecordType::Start, 0, "v", Some(BOB));
+            assert_eq!(
+                ids(judge_scenario(&f, &[late])),
+                ["off.start.none-on-failure"]
+            );
+        }
+
+        #[test]
+        fn the_pinned_context_and_the_application_id_are_judged() {
+            let mut f = facts();
+            let ok = record(RecordType::Event, 0, "e", Some(BOB));
+            f.pinned_service_context = Some("32260@3gpp.org".into());
+            assert!(ids(judge_scenario(&f, std::slice::from_ref(&ok))).is_empty());
+            f.pinned_service_context = Some("cpm@oma.test".into());
+            assert_eq!(
+                ids(judge_scenario(&f, std::slice::from_ref(&ok))),
+                ["profile.service-context-id"]
+            );
+            f.pinned_service_context = None;
+            let mut wrong = ok;
+            wrong.protocol_error = Some("Acct-Application-Id is 4".into());
+            assert_eq!(ids(judge_scenario(&f, &[wrong])), ["dia.rf.application-id"]);
+        }
+
+        #[test]
+        fn a_stream_takes_its_users_records_and_their_sessions_only() {
+            let s = Stream {
+                function: ChargedFunction::OriginatingPf,
+                role_name: "alice".into(),
+                served: ALICE.into(),
+            };
+            let mine = record(RecordType::Start, 0, "s", Some(ALICE));
+            let continued = record(RecordType::Stop, 1, "s", None);
+            let bobs = record(RecordType::Start, 0, "b", Some(BOB));
+            let mut terminating = record(RecordType::Start, 0, "t", Some(ALICE));
+            if let Ok(c) = terminating.ch1.as_mut() {
+                c.role = Some(ChargedRole::TerminatingPf);
+            }
+            let all = vec![mine, bobs, terminating, continued];
+            let got: Vec<String> = stream_records(all, &s).iter().map(record_line).collect();
+            assert_eq!(
+                got,
+                [
+                    "StartRequest #0 Session-Id=s",
+                    "StopRequest #1 Session-Id=s"
+                ]
+            );
+        }
+    }
 }
