@@ -947,7 +947,14 @@ pub async fn teardown(w: &mut World) {
             note_source(w, &name, &request, &source);
         }
         if let Some(key) = key {
-            let _ = answer_pending(w, &name, &key, &request, 200).await;
+            // An INVITE nobody expected is declined: a 200 OK would open a
+            // session no step will close.
+            let status = if request.method == rsip::Method::Invite {
+                486
+            } else {
+                200
+            };
+            let _ = answer_pending(w, &name, &key, &request, status).await;
             if request.method == rsip::Method::Bye
                 && let Some(leg) = w.legs.get_mut(&name)
             {
