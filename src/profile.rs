@@ -55,6 +55,9 @@ pub struct EmbeddedSut {
     /// Named deviations to switch on (see `cpmcc deviations`).
     #[serde(default)]
     pub deviations: Vec<crate::sut::Deviation>,
+    /// `b2bua` (default) or `proxy`: the reference server's shape.
+    #[serde(default)]
+    pub shape: crate::sut::config::Shape,
 }
 
 /// A SIP address and the transport to reach it.

@@ -488,6 +488,7 @@ async fn the_reference_sut_starts_without_the_enabler_and_connects_when_it_comes
             listen: "127.0.0.1:0".parse().expect("literal"),
             transport: Transport::Udp,
         },
+        shape: Default::default(),
         domain: "test.invalid".into(),
         route_users_to: "127.0.0.1:9".parse().expect("literal"),
         charging: Some(ChargingConfig {

@@ -120,6 +120,28 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             &["OFF-MOD-01", "OFF-MOD-02"],
             "off.interim.one-per-modification",
         )],
+        Deviation::StartOnRinging => vec![
+            by_while(&["OFF-INIT-02"], "off.start.after-answer", "held back"),
+            by(&["OFF-INIT-03"], "off.start.none-on-failure"),
+        ],
+        Deviation::InterimOnRejectedReinvite => {
+            vec![by(&["OFF-MOD-04"], "off.interim.one-per-modification")]
+        }
+        Deviation::SecondStartOnRetransmittedOk => {
+            vec![by(&["OFF-INIT-05"], "off.session.one-start")]
+        }
+        Deviation::LateStartAfterFailedInvite => vec![by(
+            &["OFF-INIT-03", "OFF-INIT-04"],
+            "off.start.none-on-failure",
+        )],
+        Deviation::NoStartOnAnswer => vec![by(&["OFF-INIT-01"], "off.start.on-answer")],
+        Deviation::NoStopOnServerBye => vec![by(
+            &["OFF-TERM-03", "OFF-TERM-04"],
+            "off.stop.on-server-bye",
+        )],
+        Deviation::InterimBeforeStart => {
+            vec![by(&["OFF-INIT-01"], "off.session.start-first")]
+        }
     }
 }
 

@@ -108,7 +108,7 @@ fn run_external_full(
 fn the_suite_passes_the_reference_server_run_as_an_external_process() {
     let (code, out) = run_external("pass", "{ functions: [originating_pf, terminating_pf] }");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("14 pass"), "{out}");
+    assert!(out.contains("17 pass"), "{out}");
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn a_server_naming_the_served_user_in_the_start_only_passes_without_strays() {
         "  served_user_in_start_only: true\n",
     );
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("14 pass"), "{out}");
+    assert!(out.contains("17 pass"), "{out}");
     assert!(!out.contains("belonged to no scenario"), "{out}");
 }
 
@@ -177,7 +177,7 @@ fn a_server_started_first_whose_client_connects_seconds_later_is_awaited() {
         "  connect_after: 3s\n",
     );
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("14 pass"), "{out}");
+    assert!(out.contains("17 pass"), "{out}");
     assert!(
         out.contains("waiting up to 10s for the SUT's Diameter client"),
         "{out}"

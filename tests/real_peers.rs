@@ -256,6 +256,7 @@ async fn start_sut(ports: Ports, enabler: &Enabler) -> RunningSut {
             listen: localhost(ports.sut),
             transport: Transport::Udp,
         },
+        shape: Default::default(),
         domain: "test.invalid".into(),
         route_users_to: localhost(ports.uas),
         charging: Some(ChargingConfig {

@@ -149,13 +149,17 @@ fn uas_dialog_keeps_record_route_order_and_checks_cseq() {
     );
     assert_eq!(d.next_hop(), Some("10.0.0.1:5062".parse().unwrap()));
 
-    // Our BYE: our own CSeq space, From = our To with tag.
+    // Our BYE: our own CSeq space, from a random start (never the peer's
+    // numbers, which a proxy's shared Call-ID would confuse), From = our To
+    // with tag.
+    let first = d.local_seq;
     let bye = d.new_request(
         rsip::Method::Bye,
         "127.0.0.1:5070".parse().unwrap(),
         TransportKind::Udp,
     );
-    assert_eq!(cseq_of(&bye.headers), Some((1, "BYE".into())));
+    assert_eq!(cseq_of(&bye.headers), Some((first + 1, "BYE".into())));
+    assert!((1000..(1 << 31) - 1000).contains(&first), "{first}");
     assert_eq!(bye.uri.to_string(), "sip:alice@127.0.0.1:5060");
 
     // The peer's in-dialog requests.
@@ -282,4 +286,126 @@ fn identifiers_are_fresh_and_well_formed() {
         Some("127.0.0.1:5060".parse().unwrap())
     );
     assert_eq!(uri_socket_addr("sip:a@example.invalid"), None);
+}
+
+/// Through a record-routing proxy both parties share one Call-ID: the
+/// callee's 2xx carries the Record-Route back, each side's requests follow
+/// the route set to the proxy with the other's Contact as Request-URI, and
+/// the two CSeq spaces never meet (an ACK is told apart by its numbers).
+#[test]
+fn both_ends_of_a_proxied_dialog_route_through_the_proxy() {
+    let proxy = "<sip:cpm@127.0.0.1:5060;transport=udp;lr>";
+    let inv = invite(&format!("Record-Route: {proxy}\r\n"));
+    let bob_contact = rsip::Uri::try_from("sip:bob@127.0.0.1:5070;transport=udp").unwrap();
+    let mut bob = Dialog::uas(&inv, "btag", bob_contact).unwrap();
+    let mut ok = ok_from_bob(&inv, &[]);
+    cpmcc::sip::dialog::copy_record_route(&inv, &mut ok);
+    let rr: Vec<String> = ok
+        .headers
+        .iter()
+        .filter_map(|h| match h {
+            rsip::Header::RecordRoute(r) => Some(r.value().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rr,
+        vec![proxy.to_string()],
+        "Record-Route copied into the 2xx"
+    );
+    let mut alice = Dialog::uac(&inv, &ok).unwrap();
+    assert_eq!(alice.id().call_id, bob.id().call_id);
+    assert_eq!(alice.route_set, vec![proxy.to_string()]);
+    assert_eq!(bob.route_set, vec![proxy.to_string()]);
+    let sut = Some("127.0.0.1:5060".parse().unwrap());
+    assert_eq!(alice.next_hop(), sut, "alice's requests go to the proxy");
+    assert_eq!(bob.next_hop(), sut, "bob's requests go to the proxy");
+
+    let here = "127.0.0.1:5070".parse().unwrap();
+    let reinvite = alice.new_request(rsip::Method::Invite, here, TransportKind::Udp);
+    assert_eq!(
+        reinvite.uri.to_string().to_ascii_lowercase(),
+        "sip:bob@127.0.0.1:5070;transport=udp",
+        "the Request-URI is the remote target"
+    );
+    assert_eq!(routes(&reinvite), vec![proxy.to_string()]);
+    bob.handle_request(&reinvite).unwrap();
+    let bye = bob.new_request(rsip::Method::Bye, here, TransportKind::Udp);
+    assert_eq!(bye.uri.to_string(), "sip:alice@127.0.0.1:5060");
+    assert_eq!(routes(&bye), vec![proxy.to_string()]);
+    alice.handle_request(&bye).unwrap();
+    let (a_seq, _) = cseq_of(&reinvite.headers).unwrap();
+    let (b_seq, _) = cseq_of(&bye.headers).unwrap();
+    assert_ne!(a_seq, b_seq, "the two CSeq spaces do not meet");
+}
+
+/// Through a proxy both parties' dialogs share the Call-ID, and a UA that
+/// starts its CSeq at 1 sends a re-INVITE with the same CSeq number as the
+/// initial INVITE the other party received. The ACK of the 2xx to that
+/// re-INVITE must reach the re-INVITE's transaction (its dialog: Call-ID,
+/// both tags, CSeq), not the initial INVITE's, already acknowledged one.
+///
+/// Ignored: `TransactionLayer::incoming_ack` falls back to the first INVITE
+/// server transaction with the same Call-ID and CSeq, whatever the tags, and
+/// absorbs the ACK half the time (20 calls make a pass by luck one in a
+/// million). The test users sidestep it by starting a UAS's CSeq space at a
+/// random number (`Dialog::uas`); transaction.rs is another engineer's.
+#[test]
+#[ignore = "transaction.rs matches a 2xx ACK by Call-ID and CSeq only, not by tags"]
+fn the_ack_of_a_2xx_reaches_its_own_dialog_when_call_id_and_cseq_are_shared() {
+    use cpmcc::sip::{Target, Timers, TransactionLayer, TxEvent};
+    let now = std::time::Instant::now();
+    let proxy = Target::udp("127.0.0.1:5060".parse().unwrap());
+    let mut layer = TransactionLayer::new(Timers::default());
+    let request = |method: &str, call: usize, from: &str, to: &str| {
+        let text = format!(
+            "{method} sip:x@127.0.0.1:5070 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5060;branch={}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{from}@test.invalid>;tag={from}\r\n\
+             To: <sip:{to}@test.invalid>{}\r\n\
+             Call-ID: shared-{call}@proxy\r\n\
+             CSeq: 1 {method}\r\n\
+             Content-Length: 0\r\n\r\n",
+            new_branch(),
+            if method == "INVITE" && from == "a" {
+                String::new()
+            } else {
+                format!(";tag={to}")
+            },
+        );
+        match parse_message(text.as_bytes()).unwrap() {
+            rsip::SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    };
+    let mut acked = 0;
+    for call in 0..20 {
+        // bob receives alice's INVITE, answers 200, gets its ACK.
+        // alice receives bob's re-INVITE (CSeq 1 too), answers 200 …
+        for (from, to) in [("a", "b"), ("b", "a")] {
+            layer.handle_incoming(request("INVITE", call, from, to).into(), proxy, now);
+            let Some(TxEvent::Request {
+                key: Some(key),
+                request: invite,
+                ..
+            }) = layer.poll_event()
+            else {
+                panic!("the INVITE reaches the TU")
+            };
+            layer
+                .send_response(&key, response_to(&invite, 200.into(), Some(to)), now)
+                .unwrap();
+            // … and the ACK of each 2xx reaches the TU.
+            layer.handle_incoming(request("ACK", call, from, to).into(), proxy, now);
+            while let Some(e) = layer.poll_event() {
+                if let TxEvent::Request { request, .. } = e
+                    && request.method == rsip::Method::Ack
+                {
+                    acked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(acked, 40, "every ACK reaches its own dialog");
 }

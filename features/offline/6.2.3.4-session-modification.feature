@@ -5,6 +5,10 @@ Feature: 6.2.3.4 Offline charging for session modification
   The figure puts the Interim after the recipients' 200 OK (the `strict`
   reading); the text only says that receiving the re-INVITE triggers it
   (the `lenient` reading). The SUT profile chooses; the report says which.
+  A re-INVITE the recipient rejects (488 Not Acceptable Here) modifies
+  nothing: in the strict reading no Interim follows it. The lenient reading
+  lets a SUT charge on receipt, before it can know the answer, so that
+  scenario checks the strict reading only.
 
   Background:
     Given CPM clients "alice" and "bob"
@@ -32,3 +36,9 @@ Feature: 6.2.3.4 Offline charging for session modification
     When bob answers the re-INVITE with 200 OK
     Then a CH-1 InterimRequest arrives for every charged function
     And every InterimRequest arrives after bob's 200 OK to the re-INVITE
+
+  @tp-OFF-MOD-04 @ordering-strict
+  Scenario: A re-INVITE the recipient rejects is not charged
+    When alice modifies the session with a re-INVITE
+    And bob rejects the re-INVITE with 488
+    Then no CH-1 InterimRequest arrives

@@ -8,6 +8,13 @@ Feature: 6.2.3.7 Offline charging for CPM session termination
   come at any time after it) or by the CPM Server (its BYE, the "session
   removal request"; the StopRequest only after the client's 200 OK).
 
+  A client may answer the server's BYE with 481 (Call/Transaction Does Not
+  Exist: the dialog is already gone at the client) or not at all. The change
+  request names only the 200 OK; this suite reads the session as over
+  either way: the SUT sends the function's StopRequest after the 481, or
+  after its BYE transaction times out (64 T1, too long for a scenario), but
+  never before the client's answer or the timeout.
+
   Background:
     Given CPM clients "alice" and "bob"
     And alice has a 1-1 CPM session with bob
@@ -52,3 +59,13 @@ Feature: 6.2.3.7 Offline charging for CPM session termination
     When alice ends the session with BYE
     Then a CH-1 StopRequest arrives for every charged function
     And every StopRequest arrives after alice's BYE
+
+  @tp-OFF-TERM-06 @needs-operator-terminate
+  Scenario: Server termination answered 481: the Stop follows the answer, never precedes it
+    When the operator ends the session
+    And alice and bob hold back their answers to the SUT's BYE
+    Then no CH-1 request arrives while alice and bob hold back their answers
+    When alice answers the SUT's BYE with 481
+    Then no CH-1 request arrives for the function serving bob while he holds back his answer
+    When bob answers the SUT's BYE with 200 OK
+    Then a CH-1 StopRequest arrives for every charged function

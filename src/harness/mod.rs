@@ -241,6 +241,7 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                     listen: free(profile.sut.sip.address, options.free_ports),
                     transport: profile.sut.sip.transport,
                 },
+                shape: embedded.shape,
                 domain: profile.sut.domain.clone(),
                 route_users_to: reachable(agent.local_addr()),
                 charging: profile.offline().map(|o| sut::config::ChargingConfig {

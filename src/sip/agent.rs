@@ -338,6 +338,15 @@ impl TestUser {
         }
     }
 
+    /// Takes everything received and not yet consumed (the scenario is
+    /// over: what is left is checked, not awaited).
+    pub fn take_unconsumed(&mut self) -> Vec<UserEvent> {
+        while let Ok(e) = self.events.try_recv() {
+            self.backlog.push_back(e);
+        }
+        self.backlog.drain(..).collect()
+    }
+
     /// Everything received and not yet consumed, for a failure report.
     pub fn pending_summary(&mut self) -> Vec<String> {
         while let Ok(e) = self.events.try_recv() {

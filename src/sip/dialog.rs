@@ -223,7 +223,10 @@ impl Dialog {
     }
 
     /// UAS side, from the INVITE we received, our To-tag and our Contact.
-    /// Route set = Record-Route in order.
+    /// Route set = Record-Route in order. Our CSeq space starts at a random
+    /// value (RFC 3261 §12.1.1 leaves it empty, §8.1.1.5 picks it), so our
+    /// requests never share a Call-ID and CSeq with the peer's: through a
+    /// proxy both parties' requests carry the same Call-ID.
     pub fn uas(
         request: &rsip::Request,
         local_tag: &str,
@@ -266,7 +269,7 @@ impl Dialog {
             },
             local_uri,
             remote_uri: from.to_string(),
-            local_seq: 0,
+            local_seq: initial_seq(),
             remote_seq: cseq_of(&request.headers).map(|(n, _)| n),
             route_set: record_routes(&request.headers),
             remote_target,
@@ -439,6 +442,40 @@ impl Dialog {
             None => uri_socket_addr(&self.remote_target.to_string()),
         }
     }
+}
+
+/// A first CSeq number: random, below 2^31 with room to count up
+/// (RFC 3261 §8.1.1.5).
+fn initial_seq() -> u32 {
+    1000 + rand::random::<u32>() % (1 << 30)
+}
+
+/// Copies the request's Record-Route headers, in order, into a response
+/// that can create a dialog (RFC 3261 §12.1.1: a 1xx with a To-tag or a 2xx
+/// to INVITE), so that the caller learns the route set.
+pub fn copy_record_route(request: &rsip::Request, response: &mut rsip::Response) {
+    let mut headers = rsip::Headers::default();
+    let mut copied = false;
+    for h in response.headers.iter() {
+        // After Via, From, To, Call-ID, CSeq; before Content-Length.
+        if !copied && matches!(h, rsip::Header::ContentLength(_)) {
+            for rr in request.headers.iter() {
+                if matches!(rr, rsip::Header::RecordRoute(_)) {
+                    headers.push(rr.clone());
+                }
+            }
+            copied = true;
+        }
+        headers.push(h.clone());
+    }
+    if !copied {
+        for rr in request.headers.iter() {
+            if matches!(rr, rsip::Header::RecordRoute(_)) {
+                headers.push(rr.clone());
+            }
+        }
+    }
+    response.headers = headers;
 }
 
 /// A CANCEL for an INVITE we sent (RFC 3261 §9.1): same Request-URI, top Via

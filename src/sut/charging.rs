@@ -219,6 +219,7 @@ mod tests {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 transport: Transport::Udp,
             },
+            shape: Default::default(),
             domain: "d".into(),
             route_users_to: "127.0.0.1:1".parse().unwrap(),
             charging: Some(ChargingConfig {

@@ -18,6 +18,11 @@ use crate::profile::{ChargedFunction, Transport};
 #[serde(deny_unknown_fields)]
 pub struct SutConfig {
     pub sip: SipConfig,
+    /// How the server stands between the parties: a back-to-back user agent
+    /// (a new Call-ID per leg) or a record-routing stateful proxy (one
+    /// Call-ID). Charging is the same in both.
+    #[serde(default)]
+    pub shape: Shape,
     /// The served domain.
     pub domain: String,
     /// The next hop for every user of the domain: the harness's SIP endpoint.
@@ -32,6 +37,15 @@ pub struct SutConfig {
     pub admin: Option<SocketAddr>,
     #[serde(default)]
     pub deviations: Vec<Deviation>,
+}
+
+/// The two shapes real CPM servers come in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    #[default]
+    B2bua,
+    Proxy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,7 +156,21 @@ mod tests {
     fn the_shipped_standalone_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sut/reference-server.yaml");
         let c = SutConfig::load(&path).unwrap();
+        assert_eq!(c.shape, Shape::B2bua, "the default shape");
         assert_eq!(c.charging.unwrap().functions.len(), 2);
+    }
+
+    #[test]
+    fn the_shape_is_b2bua_or_proxy_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("cpmcc-shape-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        let base = "sip: { listen: 127.0.0.1:0 }\ndomain: d\nroute_users_to: 127.0.0.1:1\n";
+        std::fs::write(&path, format!("{base}shape: proxy\n")).unwrap();
+        assert_eq!(SutConfig::load(&path).unwrap().shape, Shape::Proxy);
+        std::fs::write(&path, format!("{base}shape: sbc\n")).unwrap();
+        let err = SutConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("shape") && err.contains("sbc"), "{err}");
     }
 
     #[test]

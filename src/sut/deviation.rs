@@ -51,11 +51,29 @@ pub enum Deviation {
     WrongApplicationId,
     /// An InterimRequest right after the StartRequest, before any re-INVITE.
     InterimWithStart,
+    /// StartRequest on the recipient's 180 Ringing, before its 200 OK.
+    StartOnRinging,
+    /// InterimRequest although the recipient rejected the re-INVITE.
+    InterimOnRejectedReinvite,
+    /// A second StartRequest when the 200 OK to the INVITE is retransmitted
+    /// (proxy: the recipient's retransmission passes through; B2BUA: the
+    /// originator's ACK comes only after the server retransmitted its 200 OK).
+    SecondStartOnRetransmittedOk,
+    /// A StartRequest about a second after a failed INVITE, when a quick
+    /// look finds nothing.
+    LateStartAfterFailedInvite,
+    /// No StartRequest when the recipient's 200 OK establishes the session.
+    NoStartOnAnswer,
+    /// No StopRequest when the server ends the session, whatever the
+    /// clients answer to its BYE.
+    NoStopOnServerBye,
+    /// An InterimRequest just before the StartRequest.
+    InterimBeforeStart,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 19] = [
+    pub const ALL: [Deviation; 26] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -75,6 +93,13 @@ impl Deviation {
         Self::StopWithStart,
         Self::WrongApplicationId,
         Self::InterimWithStart,
+        Self::StartOnRinging,
+        Self::InterimOnRejectedReinvite,
+        Self::SecondStartOnRetransmittedOk,
+        Self::LateStartAfterFailedInvite,
+        Self::NoStartOnAnswer,
+        Self::NoStopOnServerBye,
+        Self::InterimBeforeStart,
     ];
 
     /// The name used in configs and on the command line.
@@ -99,6 +124,13 @@ impl Deviation {
             Self::StopWithStart => "stop_with_start",
             Self::WrongApplicationId => "wrong_application_id",
             Self::InterimWithStart => "interim_with_start",
+            Self::StartOnRinging => "start_on_ringing",
+            Self::InterimOnRejectedReinvite => "interim_on_rejected_reinvite",
+            Self::SecondStartOnRetransmittedOk => "second_start_on_retransmitted_ok",
+            Self::LateStartAfterFailedInvite => "late_start_after_failed_invite",
+            Self::NoStartOnAnswer => "no_start_on_answer",
+            Self::NoStopOnServerBye => "no_stop_on_server_bye",
+            Self::InterimBeforeStart => "interim_before_start",
         }
     }
 
@@ -134,6 +166,23 @@ impl Deviation {
             Self::StopWithStart => "6.2.3.7: the Stop comes after the client's BYE",
             Self::WrongApplicationId => "RFC 6733: an ACR names the Rf application (3)",
             Self::InterimWithStart => "6.2.3.4: the Interim follows the re-INVITE (either reading)",
+            Self::StartOnRinging => {
+                "6.2.3.1: Start only after the recipient's 200 OK, not on a provisional"
+            }
+            Self::InterimOnRejectedReinvite => {
+                "6.2.3.4: only a re-INVITE the recipients accept (200 OK) is charged"
+            }
+            Self::SecondStartOnRetransmittedOk => {
+                "all flows: exactly one Start per charging session, whatever SIP retransmits"
+            }
+            Self::LateStartAfterFailedInvite => {
+                "6.2.3.1: no Start if the INVITE fails, not even later"
+            }
+            Self::NoStartOnAnswer => "6.2.3.1: the recipient's 200 OK starts charging",
+            Self::NoStopOnServerBye => {
+                "6.2.3.7: a session the server ends is stopped for each charged function"
+            }
+            Self::InterimBeforeStart => "all flows: no Interim or Stop before the Start",
         }
     }
 

@@ -15,8 +15,9 @@ use rsip::headers::UntypedHeader as _;
 use tokio::sync::mpsc;
 
 use super::charging::{FunctionCharging, SessionParties};
-use super::config::SutConfig;
+use super::config::{Shape, SutConfig};
 use super::deviation::Deviation;
+use super::proxy::{Action, ProxyCore};
 use crate::charging::ch1::Ch1Request;
 use crate::charging::client::{ChargingClient, ClientConfig};
 use crate::diameter::commands::LocalIdentity;
@@ -121,6 +122,18 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
         None => None,
     };
 
+    if config.shape == Shape::Proxy {
+        let deviations = config.deviations.clone();
+        let core = ProxyCore::new(Arc::new(config), local, transport);
+        tokio::spawn(run_proxy(
+            core, endpoint, charging, deviations, events, command_rx,
+        ));
+        return Ok(RunningSut {
+            sip: local,
+            admin,
+            commands,
+        });
+    }
     let server = Server {
         config: Arc::new(config),
         endpoint,
@@ -131,6 +144,7 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
         legs: HashMap::new(),
         client_txs: HashMap::new(),
         next_id: 1,
+        late_starts: Vec::new(),
     };
     tokio::spawn(server.run(events, command_rx));
     Ok(RunningSut {
@@ -219,7 +233,11 @@ struct Session {
     /// A re-INVITE being forwarded: the server tx waiting for the answer.
     pending_reinvite: Option<(TxKey, rsip::Request)>,
     functions: Vec<(FunctionCharging, mpsc::UnboundedSender<Ch1Request>)>,
+    parties: SessionParties,
+    id: SessionId,
     last_activity: Instant,
+    /// When the 200 OK went to the originator, until its ACK came.
+    ok_sent: Option<Instant>,
 }
 
 impl Session {
@@ -242,6 +260,9 @@ struct Server {
     legs: HashMap<(String, String), (SessionId, Side)>,
     client_txs: HashMap<TxKey, (SessionId, Purpose)>,
     next_id: SessionId,
+    /// Failed sessions whose Start is still due (deviation
+    /// `late_start_after_failed_invite` only).
+    late_starts: Vec<(Instant, Session)>,
 }
 
 impl Server {
@@ -277,15 +298,27 @@ impl Server {
     }
 
     fn next_inactivity_deadline(&self) -> Option<Instant> {
-        let timer = self.config.inactivity_timer?;
-        self.sessions
-            .values()
-            .filter(|s| s.phase == Phase::Established)
-            .map(|s| s.last_activity + timer)
-            .min()
+        let late = self.late_starts.iter().map(|(at, _)| *at).min();
+        let idle = self.config.inactivity_timer.and_then(|timer| {
+            self.sessions
+                .values()
+                .filter(|s| s.phase == Phase::Established)
+                .map(|s| s.last_activity + timer)
+                .min()
+        });
+        [late, idle].into_iter().flatten().min()
     }
 
     async fn expire_inactive(&mut self) {
+        // Deviation: the late Starts of failed sessions that are due.
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late_starts)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.late_starts = later;
+        for (_, mut s) in due {
+            charge(&mut s, FunctionCharging::start);
+        }
         let Some(timer) = self.config.inactivity_timer else {
             return;
         };
@@ -353,10 +386,20 @@ impl Server {
             }
             (rsip::Method::Cancel, false, Some(key)) => self.cancel(key, request).await,
             (rsip::Method::Ack, _, _) => {
+                let second_start = self.config.has(Deviation::SecondStartOnRetransmittedOk);
+                let config = self.config.clone();
                 if let Some((id, _)) = self.find_leg(&request)
                     && let Some(s) = self.sessions.get_mut(&id)
                 {
                     s.last_activity = Instant::now();
+                    // Deviation: an ACK later than T1 means the 200 OK was
+                    // retransmitted; this server charges that as a new Start.
+                    if let Some(sent) = s.ok_sent.take()
+                        && second_start
+                        && sent.elapsed() >= Timers::default().t1
+                    {
+                        start_again(&config, s);
+                    }
                 }
             }
             (_, true, Some(key)) => match self.find_leg(&request) {
@@ -387,8 +430,12 @@ impl Server {
         )
     }
 
+    /// Our Contact as a SIP URI (the one in `contact()`), never a bare
+    /// host:port: it goes into the Contact of our in-dialog requests.
     fn contact_uri(&self) -> rsip::Uri {
-        rsip::Uri::from(self.local)
+        let text = self.contact();
+        rsip::Uri::try_from(crate::sip::dialog::uri_text(&text))
+            .unwrap_or_else(|_| rsip::Uri::from(self.local))
     }
 
     /// An initial INVITE from an originator: forward it to the recipient.
@@ -429,6 +476,7 @@ impl Server {
             call_id: call_id_a.clone(),
         };
         let functions = self.charged_functions(&parties, id);
+        let kept_parties = parties.clone();
         let mut session = Session {
             phase: Phase::Inviting,
             a: Leg {
@@ -446,7 +494,10 @@ impl Server {
             invite_b: invite_b.clone(),
             pending_reinvite: None,
             functions,
+            parties: kept_parties,
+            id,
             last_activity: Instant::now(),
+            ok_sent: None,
         };
         self.legs.insert((call_id_a, tag_a), (id, Side::A));
         self.legs.insert((call_id_b, tag_b), (id, Side::B));
@@ -636,7 +687,9 @@ impl Server {
         }
         let was_server_terminating = s.phase == Phase::ServerTerminating;
         s.phase = Phase::Ended;
-        if !no_stop {
+        let never =
+            no_stop || (was_server_terminating && self.config.has(Deviation::NoStopOnServerBye));
+        if !never {
             charge(s, FunctionCharging::stop);
         }
         if was_server_terminating {
@@ -704,14 +757,25 @@ impl Server {
                 && code > 100
             {
                 self.relay_provisional(id, code).await;
+                if self.config.has(Deviation::StartOnRinging)
+                    && let Some(s) = self.sessions.get_mut(&id)
+                {
+                    charge(s, FunctionCharging::start);
+                }
             }
             return;
         }
-        if !retransmission {
+        // A 2xx to an INVITE may come again until our ACK reaches its
+        // sender: the transaction stays known, to ACK every retransmission
+        // (RFC 3261 13.2.2.4), until the session ends.
+        let invite_2xx =
+            (200..300).contains(&code) && matches!(purpose, Purpose::Invite | Purpose::ReInvite(_));
+        if !invite_2xx {
             self.client_txs.remove(&key);
         }
         match purpose {
             Purpose::Invite => self.invite_answered(id, response, retransmission).await,
+            Purpose::ReInvite(side) if retransmission => self.reack(id, side, &response).await,
             Purpose::ReInvite(side) => self.reinvite_answered(id, side, response).await,
             Purpose::ServerBye(side) => self.server_bye_answered(id, side),
             Purpose::ForwardedBye => {
@@ -765,6 +829,12 @@ impl Server {
             let target_b = s.b.target;
             if retransmission {
                 let _ = self.endpoint.send_stateless(ack.into(), target_b).await;
+                if self.config.has(Deviation::SecondStartOnRetransmittedOk) {
+                    let config = self.config.clone();
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        start_again(&config, s);
+                    }
+                }
                 return;
             }
             s.b.dialog = Some(dialog_b);
@@ -782,11 +852,15 @@ impl Server {
             }
             s.phase = Phase::Established;
             s.last_activity = Instant::now();
+            s.ok_sent = Some(Instant::now());
             let key_a = s.invite_a_key.clone();
             let _ = self.endpoint.send_response(&key_a, ok).await;
             // 6.2.3.1: the recipient's 200 OK starts charging.
-            if let Some(s) = self.sessions.get_mut(&id) {
-                charge(s, FunctionCharging::start);
+            let early = self.config.has(Deviation::InterimBeforeStart);
+            if !self.config.has(Deviation::NoStartOnAnswer)
+                && let Some(s) = self.sessions.get_mut(&id)
+            {
+                charge(s, |f| super::proxy::answered(f, early));
             }
         } else {
             let failure = response_to(
@@ -803,6 +877,15 @@ impl Server {
             charge(s, FunctionCharging::stop);
             let key_a = s.invite_a_key.clone();
             let _ = self.endpoint.send_response(&key_a, failure).await;
+            if self.config.has(Deviation::LateStartAfterFailedInvite)
+                && let Some(s) = self.sessions.remove(&id)
+            {
+                self.legs.retain(|_, (sid, _)| *sid != id);
+                self.client_txs.retain(|_, (sid, _)| *sid != id);
+                let at = Instant::now() + super::proxy::LATE_START;
+                self.late_starts.push((at, s));
+                return;
+            }
             self.end(id);
         }
     }
@@ -847,12 +930,29 @@ impl Server {
         }
         let _ = self.endpoint.send_response(&key, answer).await;
         // 6.2.3.4 (figure): the Interim follows the recipients' 200 OK.
-        if (200..300).contains(&code)
-            && !no_interim
-            && !early_interim
-            && let Some(s) = self.sessions.get_mut(&id)
-        {
+        let interim = if (200..300).contains(&code) {
+            !no_interim && !early_interim
+        } else {
+            self.config.has(Deviation::InterimOnRejectedReinvite)
+        };
+        if interim && let Some(s) = self.sessions.get_mut(&id) {
             charge(s, FunctionCharging::interim);
+        }
+    }
+
+    /// ACKs a retransmitted 2xx to a re-INVITE we forwarded (RFC 3261
+    /// 13.2.2.4): our first ACK was lost, or is still on its way.
+    async fn reack(&mut self, id: SessionId, side: Side, response: &rsip::Response) {
+        let (local, transport) = (self.local, self.transport);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let target = s.leg(side).target;
+        if let Some(d) = s.leg(side).dialog.as_ref()
+            && let Ok((cseq, _)) = message::cseq(response)
+        {
+            let ack = d.ack(cseq, local, transport);
+            let _ = self.endpoint.send_stateless(ack.into(), target).await;
         }
     }
 
@@ -863,7 +963,7 @@ impl Server {
         };
         let all_at_once = self.config.has(Deviation::StopAllOnFirstByeOk);
         // 6.2.3.7 (server initiated): Stop only after the client's 200 OK.
-        if !early_stop {
+        if !early_stop && !self.config.has(Deviation::NoStopOnServerBye) {
             for (f, queue) in &mut s.functions {
                 if serves(f.function, side) || all_at_once {
                     for req in f.stop() {
@@ -918,11 +1018,24 @@ impl Server {
         if let Some(mut s) = self.sessions.remove(&id) {
             // Whatever is still open is closed; a correct server has sent its
             // Stop already and this sends nothing.
-            if s.phase != Phase::Inviting && !self.config.has(Deviation::NoStopOnBye) {
+            let never = self.config.has(Deviation::NoStopOnBye)
+                || (s.phase == Phase::ServerTerminating
+                    && self.config.has(Deviation::NoStopOnServerBye));
+            if s.phase != Phase::Inviting && !never {
                 charge(&mut s, FunctionCharging::stop);
             }
             self.legs.retain(|_, (sid, _)| *sid != id);
             self.client_txs.retain(|_, (sid, _)| *sid != id);
+        }
+    }
+}
+
+/// Deviation `second_start_on_retransmitted_ok`: each function's Start once
+/// more, as if the session began again (same Session-Id).
+fn start_again(config: &SutConfig, session: &mut Session) {
+    for (f, queue) in &mut session.functions {
+        for req in super::proxy::start_again(config, &session.parties, session.id, f.function) {
+            let _ = queue.send(req);
         }
     }
 }
@@ -936,6 +1049,82 @@ fn charge(session: &mut Session, event: impl Fn(&mut FunctionCharging) -> Vec<Ch
     }
 }
 
+/// The proxy shape's task: moves events and commands into the sans-IO core
+/// and its actions out to the endpoint and the charging queues.
+async fn run_proxy(
+    mut core: ProxyCore,
+    endpoint: Endpoint,
+    charging: Option<ChargingClient>,
+    deviations: Vec<Deviation>,
+    mut events: mpsc::UnboundedReceiver<TxEvent>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut queues: HashMap<(u64, ChargedFunction), mpsc::UnboundedSender<Ch1Request>> =
+        HashMap::new();
+    loop {
+        let deadline = core.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => core.handle_sip(event, Instant::now()),
+                None => break,
+            },
+            command = commands.recv() => match command {
+                Some(Command::Terminate { call_id, reply }) => {
+                    let _ = reply.send(core.terminate(&call_id, Instant::now()));
+                }
+                Some(Command::Shutdown) | None => break,
+            },
+            () = sleep => core.handle_timeout(Instant::now()),
+        }
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Request {
+                    key,
+                    request,
+                    target,
+                } => match endpoint.send_request(request, target).await {
+                    Ok(sent) if sent == key => {}
+                    Ok(sent) => {
+                        tracing::warn!(%sent, %key, "reference proxy: unexpected transaction key");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reference proxy: request not sent");
+                        core.handle_sip(TxEvent::Timeout { key }, Instant::now());
+                    }
+                },
+                Action::Respond { key, response } => {
+                    if let Err(e) = endpoint.send_response(&key, response).await {
+                        tracing::debug!(error = %e, "reference proxy: response not sent");
+                    }
+                }
+                Action::Stateless { message, target } => {
+                    let _ = endpoint.send_stateless(message, target).await;
+                }
+                Action::Charge {
+                    session,
+                    function,
+                    request,
+                } => {
+                    if let Some(client) = &charging {
+                        let queue = queues
+                            .entry((session, function))
+                            .or_insert_with(|| charging_queue(client.clone(), &deviations));
+                        let _ = queue.send(request);
+                    }
+                }
+                Action::Forget { session } => queues.retain(|(s, _), _| *s != session),
+            }
+        }
+    }
+    endpoint.shutdown().await;
+}
+
 /// One ordered sender per charged function: each request waits for the
 /// answer to the one before (the client keeps it while the link is down).
 fn charging_queue(
@@ -944,8 +1133,13 @@ fn charging_queue(
 ) -> mpsc::UnboundedSender<Ch1Request> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Ch1Request>();
     let wrong_app = deviations.contains(&Deviation::WrongApplicationId);
-    tokio::spawn(async move {
-        while let Some(req) = rx.recv().await {
+    // stop_with_start must put its Stop on the wire before the client's BYE
+    // can arrive: its requests leave back to back, not each after the
+    // previous answer (the link still sends them in order).
+    let pipelined = deviations.contains(&Deviation::StopWithStart);
+    let send = move |req: Ch1Request| {
+        let client = client.clone();
+        async move {
             let sent = client
                 .send_shaped(&req, |acr| {
                     if wrong_app {
@@ -957,6 +1151,21 @@ fn charging_queue(
                 tracing::warn!(error = %e, session = %req.session_id, "reference server: charging request failed");
             }
         }
+    };
+    tokio::spawn(async move {
+        use futures::StreamExt as _;
+        let mut inflight = futures::stream::FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    Some(req) if pipelined => inflight.push_back(send(req)),
+                    Some(req) => send(req).await,
+                    None => break,
+                },
+                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+            }
+        }
+        while inflight.next().await.is_some() {}
     });
     tx
 }
@@ -969,4 +1178,152 @@ fn content_type(headers: &rsip::Headers) -> String {
             _ => None,
         })
         .unwrap_or_else(|| "application/sdp".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::UdpSocket;
+
+    use super::*;
+    use crate::sip::framing::{encode, parse_datagram};
+    use crate::sut::config::SipConfig;
+
+    /// A bare UDP peer: what it receives is read raw, so that nothing below
+    /// it absorbs a retransmitted ACK.
+    struct Peer(UdpSocket);
+
+    impl Peer {
+        async fn bind() -> Peer {
+            Peer(UdpSocket::bind("127.0.0.1:0").await.unwrap())
+        }
+
+        fn addr(&self) -> SocketAddr {
+            self.0.local_addr().unwrap()
+        }
+
+        async fn send(&self, message: impl Into<rsip::SipMessage>, to: SocketAddr) {
+            self.0.send_to(&encode(&message.into()), to).await.unwrap();
+        }
+
+        /// The next message `wanted` accepts, within 3 s.
+        async fn next(&self, wanted: impl Fn(&rsip::SipMessage) -> bool) -> rsip::SipMessage {
+            let mut buf = vec![0u8; 65536];
+            tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    let (n, _) = self.0.recv_from(&mut buf).await.unwrap();
+                    let message = parse_datagram(&buf[..n]).unwrap();
+                    if wanted(&message) {
+                        return message;
+                    }
+                }
+            })
+            .await
+            .expect("the expected message within 3 s")
+        }
+    }
+
+    fn is_request(method: rsip::Method) -> impl Fn(&rsip::SipMessage) -> bool {
+        move |m| matches!(m, rsip::SipMessage::Request(r) if r.method == method)
+    }
+
+    fn is_status(code: u16) -> impl Fn(&rsip::SipMessage) -> bool {
+        move |m| matches!(m, rsip::SipMessage::Response(r) if r.status_code.code() == code)
+    }
+
+    async fn sut(shape: Shape, callee: SocketAddr) -> RunningSut {
+        start(SutConfig {
+            sip: SipConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                transport: crate::profile::Transport::Udp,
+            },
+            shape,
+            domain: "test.invalid".into(),
+            route_users_to: callee,
+            charging: None,
+            inactivity_timer: None,
+            admin: None,
+            deviations: Vec::new(),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The caller's INVITE reaches the callee, which answers 200 OK; returns
+    /// the INVITE as the callee got it and its 200 OK.
+    async fn call(
+        caller: &Peer,
+        callee: &Peer,
+        sut: SocketAddr,
+    ) -> (rsip::Request, rsip::Response) {
+        let invite = message::cpm_invite(&message::CpmInvite {
+            from: "sip:alice@test.invalid".into(),
+            from_tag: "a1".into(),
+            to: "sip:bob@test.invalid".into(),
+            call_id: new_call_id("127.0.0.1"),
+            local: caller.addr(),
+            transport: TransportKind::Udp,
+            branch: new_branch(),
+            conversation_id: "c".into(),
+            contribution_id: "c".into(),
+            msrp_port: 9,
+        })
+        .unwrap();
+        caller.send(invite, sut).await;
+        let rsip::SipMessage::Request(got) = callee.next(is_request(rsip::Method::Invite)).await
+        else {
+            unreachable!()
+        };
+        let mut ok = response_to(&got, rsip::StatusCode::OK, Some("b1"));
+        ok.headers
+            .push(rsip::Header::Contact(rsip::headers::Contact::new(format!(
+                "<sip:bob@{}>",
+                callee.addr()
+            ))));
+        crate::sip::dialog::copy_record_route(&got, &mut ok);
+        callee.send(ok.clone(), sut).await;
+        (got, ok)
+    }
+
+    #[tokio::test]
+    async fn the_b2bua_acks_every_retransmitted_2xx() {
+        let (caller, callee) = (Peer::bind().await, Peer::bind().await);
+        let running = sut(Shape::B2bua, callee.addr()).await;
+        let (_, ok) = call(&caller, &callee, running.sip).await;
+        callee.next(is_request(rsip::Method::Ack)).await;
+        // The ACK was lost, say: the callee sends its 200 OK again, and the
+        // B2BUA acknowledges it again (RFC 3261 13.2.2.4).
+        callee.send(ok, running.sip).await;
+        callee.next(is_request(rsip::Method::Ack)).await;
+        running.shutdown();
+    }
+
+    #[tokio::test]
+    async fn the_proxy_relays_a_retransmitted_2xx_to_the_caller() {
+        let (caller, callee) = (Peer::bind().await, Peer::bind().await);
+        let running = sut(Shape::Proxy, callee.addr()).await;
+        let (invite, ok) = call(&caller, &callee, running.sip).await;
+        assert!(
+            invite
+                .headers
+                .iter()
+                .any(|h| matches!(h, rsip::Header::RecordRoute(_))),
+            "the proxy record-routes"
+        );
+        let first = caller.next(is_status(200)).await;
+        let sent = std::time::Instant::now();
+        callee.send(ok, running.sip).await;
+        let again = caller.next(is_status(200)).await;
+        assert!(
+            sent.elapsed() < Timers::default().t1,
+            "relayed at once, not the proxy's own retransmission after T1"
+        );
+        assert_eq!(
+            message::call_id(&first).ok(),
+            message::call_id(&again).ok(),
+            "the same 200 OK"
+        );
+        running.shutdown();
+    }
 }

@@ -9,10 +9,10 @@ use cucumber::{given, when};
 
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{Leg, PendingRequest, SipWhat, World};
-use crate::sip::agent::UserEvent;
-use crate::sip::dialog::{Dialog, new_branch, new_call_id};
+use crate::sip::agent::{TestUser, UserEvent};
+use crate::sip::dialog::{Dialog, copy_record_route, new_branch, new_call_id, uri_text};
 use crate::sip::message::{self, CpmInvite};
-use crate::sip::transaction::{TxEvent, TxKey};
+use crate::sip::transaction::{Target, TransportKind, TxEvent, TxKey};
 
 type StepResult = Result<(), StepFailure>;
 
@@ -30,6 +30,8 @@ async fn client(w: &mut World, a: String) {
 #[given(expr = "{word} has a 1-1 CPM session with {word}")]
 async fn has_session(w: &mut World, a: String, b: String) -> StepResult {
     invite(w, a.clone(), b.clone()).await?;
+    // The recipient rings first, as real clients do.
+    answer_invite(w, b.clone(), 180).await?;
     answer_invite(w, b, 200).await?;
     // The session's Start requests belong to the setup, not to what follows;
     // without them the scenario's own rule cannot be judged.
@@ -172,12 +174,13 @@ async fn await_request(
             TxEvent::Request {
                 key: Some(key),
                 request,
-                ..
+                source,
             },
     }) = got
     else {
         return Ok(None);
     };
+    note_source(w, user, &request, &source);
     let reinvite = method == rsip::Method::Invite && in_dialog;
     w.log_sip(stamp, user, false, SipWhat::Request { method, reinvite });
     Ok(Some(PendingRequest {
@@ -185,6 +188,111 @@ async fn await_request(
         request,
         stamp,
     }))
+}
+
+/// Whether `source` is the SUT: over UDP its address, over TCP its host (a
+/// connection the SUT opens comes from a port of its own choosing).
+fn from_sut(sut: Target, source: &Target) -> bool {
+    match source.transport {
+        TransportKind::Udp => source.addr == sut.addr,
+        TransportKind::Tcp => source.addr.ip() == sut.addr.ip(),
+    }
+}
+
+/// A request a test user receives should come from the SUT: anything else
+/// (another test user, a stranger) is reported with its source.
+fn note_source(w: &mut World, user: &str, request: &rsip::Request, source: &Target) {
+    let sut = w.ctx.sut_sip;
+    if !from_sut(sut, source) {
+        w.warnings.push(format!(
+            "{user} received {} {} from {} over {:?}, not from the SUT at {}",
+            request.method, request.uri, source.addr, source.transport, sut.addr
+        ));
+    }
+    // A target refresh names where the dialog's requests go next: a SIP URI.
+    if request.method == rsip::Method::Invite
+        && let Some(contact) = request.headers.iter().find_map(|h| match h {
+            rsip::Header::Contact(c) => Some(c.to_string()),
+            _ => None,
+        })
+    {
+        let value = contact.split_once(':').map_or("", |(_, v)| v);
+        let uri = uri_text(value).to_ascii_lowercase();
+        if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+            w.warnings.push(format!(
+                "{user} received an INVITE whose Contact is no SIP URI: {}",
+                value.trim()
+            ));
+        }
+    }
+}
+
+/// The SIP URI test user `user` puts in its Contact.
+fn contact_uri(user: &TestUser) -> Result<rsip::Uri, StepFailure> {
+    let text = message::cpm_contact(&user.name, user.local_addr(), user.transport());
+    rsip::Uri::try_from(uri_text(&text))
+        .map_err(|e| StepFailure::Harness(format!("{}'s Contact {text} is no URI: {e}", user.name)))
+}
+
+/// Two test users of the scenario at once, so that both parties can act
+/// concurrently (a proxy answers a BYE only once the far end has).
+fn pair<'w>(
+    users: &'w mut std::collections::BTreeMap<String, TestUser>,
+    a: &str,
+    b: &str,
+) -> Option<(&'w mut TestUser, &'w mut TestUser)> {
+    let (mut first, mut second) = (None, None);
+    for (name, user) in users.iter_mut() {
+        if name == a {
+            first = Some(user);
+        } else if name == b {
+            second = Some(user);
+        }
+    }
+    Some((first?, second?))
+}
+
+/// A request `user` received and answered on the spot.
+struct Answered {
+    received: crate::timeline::Stamp,
+    request: rsip::Request,
+    source: Target,
+    /// When the answer left; None if it could not be sent.
+    answered: Option<crate::timeline::Stamp>,
+}
+
+/// Waits up to `timeout` for `user`'s next in-dialog `method` request and
+/// answers it with `status` as soon as it arrives.
+async fn answer_when_it_comes(
+    user: &mut TestUser,
+    method: rsip::Method,
+    status: u16,
+    timeout: Duration,
+) -> Option<Answered> {
+    let got = user
+        .next_event(|e| is_request(e, method, true), timeout)
+        .await;
+    let Some(UserEvent {
+        stamp,
+        event:
+            TxEvent::Request {
+                key: Some(key),
+                request,
+                source,
+            },
+    }) = got
+    else {
+        return None;
+    };
+    let response =
+        crate::sip::transaction::response_to(&request, rsip::StatusCode::from(status), None);
+    let answered = user.send_response(&key, response).await.ok();
+    Some(Answered {
+        received: stamp,
+        request,
+        source,
+        answered,
+    })
 }
 
 fn is_request(e: &UserEvent, method: rsip::Method, in_dialog: bool) -> bool {
@@ -201,6 +309,29 @@ fn final_response_to(e: &UserEvent, method: rsip::Method) -> bool {
 
 #[when(regex = r"^(\w+) answers the INVITE with (\d{3})(?: [A-Za-z ]+)?$")]
 async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
+    answer_invite_then_ack(w, b, status, false).await
+}
+
+#[when(
+    regex = r"^(\w+) accepts the INVITE while (\w+) holds back (?:his|her) ACK until the 200 OK comes again$"
+)]
+async fn accept_with_held_ack(w: &mut World, b: String, a: String) -> StepResult {
+    if w.originator.as_deref() != Some(a.as_str()) {
+        return Err(w.harness_error(format!("{a} sent no INVITE to hold an ACK for")));
+    }
+    answer_invite_then_ack(w, b, 200, true).await
+}
+
+/// `b` answers the INVITE with `status`; the originator awaits the final
+/// answer and ACKs a 2xx, at once or (`hold_ack`) only once the SUT has
+/// sent the 200 OK again (RFC 3261 13.3.1.4: it retransmits a 2xx until the
+/// ACK comes; over a reliable transport the hold lasts 2 T1).
+async fn answer_invite_then_ack(
+    w: &mut World,
+    b: String,
+    status: u16,
+    hold_ack: bool,
+) -> StepResult {
     let leg = w.leg(&b)?;
     let (Some(key), invite, tag) = (
         leg.invite_key.clone(),
@@ -212,13 +343,17 @@ async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
     let callee = w.user(&b)?;
     let local = callee.local_addr();
     let transport = callee.transport();
+    let contact = contact_uri(callee)?;
     let mut response =
         crate::sip::transaction::response_to(&invite, rsip::StatusCode::from(status), Some(&tag));
     if status < 300 && status > 100 {
+        // A tagged 1xx or a 2xx makes a dialog: Contact and Record-Route
+        // (RFC 3261 §12.1.1).
         let user = callee.name.clone();
         response.headers.push(rsip::Header::Contact(
             message::cpm_contact(&user, local, transport).into(),
         ));
+        copy_record_route(&invite, &mut response);
     }
     if (200..300).contains(&status) {
         let sdp = message::msrp_sdp(local, 9, &tag, false);
@@ -228,7 +363,6 @@ async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
             "application/sdp",
             sdp.as_bytes(),
         );
-        let contact = rsip::Uri::from(local);
         let dialog = Dialog::uas(&invite, &tag, contact).map_err(|e| {
             StepFailure::Harness(format!(
                 "{b}: cannot make a dialog from the SUT's INVITE: {e}"
@@ -268,6 +402,27 @@ async fn answer_invite(w: &mut World, b: String, status: u16) -> StepResult {
         let dialog = Dialog::uac(&invite, &response).map_err(|e| {
             StepFailure::Harness(format!("{a}: the SUT's 200 OK makes no dialog: {e}"))
         })?;
+        if hold_ack {
+            let t1 = crate::sip::transaction::Timers::default().t1;
+            let caller = w.user(&a)?;
+            let reliable = caller.transport() == TransportKind::Tcp;
+            let hold = if reliable { t1 * 2 } else { t1 * 4 };
+            let again = caller
+                .next_event(
+                    |e| {
+                        matches!(&e.event, TxEvent::Response { response, retransmission: true, .. }
+                            if (200..300).contains(&response.status_code.code())
+                                && message::cseq(response).is_ok_and(|(_, m)| m == rsip::Method::Invite))
+                    },
+                    hold,
+                )
+                .await;
+            if again.is_none() && !reliable {
+                w.warnings.push(format!(
+                    "the SUT did not send {a} its 200 OK again within {hold:?} while the ACK was held (RFC 3261 13.3.1.4)"
+                ));
+            }
+        }
         let caller = w.user(&a)?;
         let ack = dialog.ack(1, caller.local_addr(), caller.transport());
         w.leg(&a)?.dialog = Some(dialog);
@@ -326,7 +481,7 @@ async fn cancel(w: &mut World, a: String) -> StepResult {
             TxEvent::Request {
                 key: Some(key),
                 request,
-                ..
+                source,
             },
         ..
     }) = got
@@ -335,6 +490,7 @@ async fn cancel(w: &mut World, a: String) -> StepResult {
             "the SUT did not forward {a}'s CANCEL to {b} within {timeout:?}"
         )));
     };
+    note_source(w, &b, &request, &source);
     let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
     let _ = w.user(&b)?.send_response(&key, ok).await;
     let leg = w.leg(&b)?;
@@ -433,6 +589,20 @@ async fn hold_reinvite_answer(w: &mut World, b: String) -> StepResult {
 
 #[when(expr = "{word} answers the re-INVITE with 200 OK")]
 async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
+    answer_reinvite_with(w, b, 200).await
+}
+
+#[when(expr = "{word} rejects the re-INVITE with {int}")]
+async fn reject_reinvite(w: &mut World, b: String, status: u16) -> StepResult {
+    if !(300..700).contains(&status) {
+        return Err(w.harness_error(format!("{status} is not a rejection (3xx-6xx)")));
+    }
+    answer_reinvite_with(w, b, status).await
+}
+
+/// `b` answers the pending re-INVITE with `status`; its sender must get
+/// that answer through the SUT, and ACKs a 2xx.
+async fn answer_reinvite_with(w: &mut World, b: String, status: u16) -> StepResult {
     let leg = w.leg(&b)?;
     let tag = leg.local_tag.clone();
     let Some(pending) = leg.take_pending(rsip::Method::Invite) else {
@@ -442,28 +612,34 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
         let u = w.user(&b)?;
         (u.local_addr(), u.transport(), u.name.clone())
     };
-    let mut ok = crate::sip::transaction::response_to(&pending.request, rsip::StatusCode::OK, None);
-    ok.headers.push(rsip::Header::Contact(
-        message::cpm_contact(&name, local, transport).into(),
-    ));
-    let sdp = message::msrp_sdp(local, 11, &tag, false);
-    message::set_body(
-        &mut ok.headers,
-        &mut ok.body,
-        "application/sdp",
-        sdp.as_bytes(),
+    let mut answer = crate::sip::transaction::response_to(
+        &pending.request,
+        rsip::StatusCode::from(status),
+        None,
     );
+    if (200..300).contains(&status) {
+        answer.headers.push(rsip::Header::Contact(
+            message::cpm_contact(&name, local, transport).into(),
+        ));
+        let sdp = message::msrp_sdp(local, 11, &tag, false);
+        message::set_body(
+            &mut answer.headers,
+            &mut answer.body,
+            "application/sdp",
+            sdp.as_bytes(),
+        );
+    }
     let at = w
         .user(&b)?
-        .send_response(&pending.key, ok)
+        .send_response(&pending.key, answer)
         .await
-        .map_err(|e| StepFailure::Harness(format!("{b}'s 200 OK not sent: {e}")))?;
+        .map_err(|e| StepFailure::Harness(format!("{b}'s {status} not sent: {e}")))?;
     w.log_sip(
         at,
         &b,
         true,
         SipWhat::Response {
-            status: 200,
+            status,
             method: rsip::Method::Invite,
             reinvite: true,
         },
@@ -477,6 +653,11 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
         )));
     };
     let code = response.status_code.code();
+    if code != status {
+        return Err(w.inconclusive(format!(
+            "{a} received {code} to the re-INVITE, not {b}'s {status}"
+        )));
+    }
     if (200..300).contains(&code) {
         let (local, transport) = {
             let u = w.user(&a)?;
@@ -498,11 +679,30 @@ async fn answer_reinvite(w: &mut World, b: String) -> StepResult {
 async fn bye(w: &mut World, a: String) -> StepResult {
     let (request, target) = in_dialog_request(w, &a, rsip::Method::Bye, "end")?;
     w.leg(&a)?.ended = true;
-    let (_, at) = w
-        .user(&a)?
+    let b = other_party(w, &a);
+    let timeout = w.profile().timers.sip_answer;
+    w.user(&a)?;
+    w.user(&b)?;
+    let Some((caller, callee)) = pair(&mut w.users, &a, &b) else {
+        return Err(w.harness_error(format!("{a} and {b} are not both in this scenario")));
+    };
+    let at = caller
         .send_request(request, target)
         .await
-        .map_err(|e| StepFailure::Harness(format!("{a}'s BYE not sent: {e}")))?;
+        .map(|(_, at)| at)
+        .map_err(|e| format!("{a}'s BYE not sent: {e}"));
+    // Both parties at once: a proxy answers the BYE only once the far end
+    // has, and the far end answers the BYE the SUT sends it as it arrives.
+    let (answer, far_end) = match at {
+        Ok(_) => {
+            tokio::join!(
+                caller.next_event(|e| final_response_to(e, rsip::Method::Bye), timeout),
+                answer_when_it_comes(callee, rsip::Method::Bye, 200, timeout),
+            )
+        }
+        Err(_) => (None, None),
+    };
+    let at = at.map_err(|e| w.harness_error(e))?;
     w.log_sip(
         at,
         &a,
@@ -512,37 +712,62 @@ async fn bye(w: &mut World, a: String) -> StepResult {
             reinvite: false,
         },
     );
-    let timeout = w.profile().timers.sip_answer;
-    if let Some(response) = await_final(w, &a, rsip::Method::Bye, false).await? {
+    match far_end {
+        Some(Answered {
+            received,
+            request,
+            source,
+            answered,
+        }) => {
+            note_source(w, &b, &request, &source);
+            w.log_sip(
+                received,
+                &b,
+                false,
+                SipWhat::Request {
+                    method: rsip::Method::Bye,
+                    reinvite: false,
+                },
+            );
+            if let Some(at) = answered {
+                w.log_sip(
+                    at,
+                    &b,
+                    true,
+                    SipWhat::Response {
+                        status: 200,
+                        method: rsip::Method::Bye,
+                        reinvite: false,
+                    },
+                );
+            }
+            w.leg(&b)?.ended = true;
+        }
+        None => w
+            .warnings
+            .push(format!("the SUT did not send {b} a BYE after {a}'s BYE")),
+    }
+    if let Some(UserEvent {
+        stamp,
+        event: TxEvent::Response { response, .. },
+    }) = answer
+    {
         let status = response.status_code.code();
+        w.log_sip(
+            stamp,
+            &a,
+            false,
+            SipWhat::Response {
+                status,
+                method: rsip::Method::Bye,
+                reinvite: false,
+            },
+        );
         if status >= 300 {
             return Err(w.inconclusive(format!(
                 "the SUT answered {a}'s BYE with {status}: it did not take the session as ended"
             )));
         }
-    }
-    // The other party's BYE from the SUT is answered at once.
-    let b = other_party(w, &a);
-    if let Some(PendingRequest { key, request, .. }) =
-        await_request(w, &b, rsip::Method::Bye, true, timeout).await?
-    {
-        let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
-        if let Ok(at) = w.user(&b)?.send_response(&key, ok).await {
-            w.log_sip(
-                at,
-                &b,
-                true,
-                SipWhat::Response {
-                    status: 200,
-                    method: rsip::Method::Bye,
-                    reinvite: false,
-                },
-            );
-        }
-        w.leg(&b)?.ended = true;
-    } else {
-        w.warnings
-            .push(format!("the SUT did not send {b} a BYE after {a}'s BYE"));
     }
     Ok(())
 }
@@ -601,20 +826,23 @@ async fn hold_bye_answers(w: &mut World, a: String, b: String) -> StepResult {
     Ok(())
 }
 
-#[when(expr = "{word} answers the SUT's BYE with 200 OK")]
-async fn answer_bye(w: &mut World, name: String) -> StepResult {
+#[when(regex = r"^(\w+) answers the SUT's BYE with (\d{3})(?: [A-Za-z ]+)?$")]
+async fn answer_bye(w: &mut World, name: String, status: u16) -> StepResult {
+    if !(200..700).contains(&status) {
+        return Err(w.harness_error(format!("{status} is no final response")));
+    }
     let leg = w.leg(&name)?;
     let Some(pending) = leg.take_pending(rsip::Method::Bye) else {
         return Err(w.harness_error(format!("{name} has no BYE from the SUT to answer")));
     };
     leg.ended = true;
-    let at = answer_pending(w, &name, &pending.key, &pending.request, 200).await?;
+    let at = answer_pending(w, &name, &pending.key, &pending.request, status).await?;
     w.log_sip(
         at,
         &name,
         true,
         SipWhat::Response {
-            status: 200,
+            status,
             method: rsip::Method::Bye,
             reinvite: false,
         },
@@ -698,6 +926,42 @@ pub async fn teardown(w: &mut World) {
             }
         }
     }
+    // What reached a test user and no step looked at must still have come
+    // from the SUT; a request among it is answered as a UA would (a BYE
+    // the SUT sent on its own, say its inactivity timer's, ends the leg).
+    let mut unconsumed = Vec::new();
+    for (name, user) in w.users.iter_mut() {
+        for e in user.take_unconsumed() {
+            if let TxEvent::Request {
+                key,
+                request,
+                source,
+            } = e.event
+            {
+                unconsumed.push((name.clone(), key, request, source));
+            }
+        }
+    }
+    for (name, key, request, source) in unconsumed {
+        if request.method != rsip::Method::Ack || !from_sut(w.ctx.sut_sip, &source) {
+            note_source(w, &name, &request, &source);
+        }
+        if let Some(key) = key {
+            // An INVITE nobody expected is declined: a 200 OK would open a
+            // session no step will close.
+            let status = if request.method == rsip::Method::Invite {
+                486
+            } else {
+                200
+            };
+            let _ = answer_pending(w, &name, &key, &request, status).await;
+            if request.method == rsip::Method::Bye
+                && let Some(leg) = w.legs.get_mut(&name)
+            {
+                leg.ended = true;
+            }
+        }
+    }
     let live = w.originator.clone().filter(|a| {
         w.legs
             .get(a)
@@ -719,36 +983,54 @@ pub async fn teardown(w: &mut World) {
         else {
             return;
         };
-        let Some(user) = w.users.get_mut(&a) else {
-            return;
-        };
-        if user.send_request(request, target).await.is_ok() {
-            let _ = user
-                .next_event(
-                    |e| final_response_to(e, rsip::Method::Bye),
-                    Duration::from_secs(1),
-                )
-                .await;
+        let b = w.recipient.clone().unwrap_or_default();
+        let wait = Duration::from_secs(1);
+        match pair(&mut w.users, &a, &b) {
+            Some((caller, callee)) => {
+                if caller.send_request(request, target).await.is_ok() {
+                    // Both at once: a proxy relays the BYE's answer only
+                    // once the far end has answered it.
+                    let _ = tokio::join!(
+                        caller.next_event(|e| final_response_to(e, rsip::Method::Bye), wait),
+                        answer_when_it_comes(callee, rsip::Method::Bye, 200, wait),
+                    );
+                }
+            }
+            None => {
+                if let Some(caller) = w.users.get_mut(&a)
+                    && caller.send_request(request, target).await.is_ok()
+                {
+                    let _ = caller
+                        .next_event(|e| final_response_to(e, rsip::Method::Bye), wait)
+                        .await;
+                }
+            }
         }
-        if let Some(b) = w.recipient.clone()
-            && let Some(callee) = w.users.get_mut(&b)
-            && let Some(UserEvent {
-                event:
-                    TxEvent::Request {
-                        key: Some(key),
-                        request,
-                        ..
-                    },
-                ..
-            }) = callee
-                .next_event(
-                    |e| is_request(e, rsip::Method::Bye, true),
-                    Duration::from_secs(1),
-                )
-                .await
-        {
-            let ok = crate::sip::transaction::response_to(&request, rsip::StatusCode::OK, None);
-            let _ = callee.send_response(&key, ok).await;
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sut_is_its_address_over_udp_and_its_host_over_tcp() {
+        let sut = Target::udp("127.0.0.1:5060".parse().unwrap());
+        assert!(from_sut(
+            sut,
+            &Target::udp("127.0.0.1:5060".parse().unwrap())
+        ));
+        assert!(
+            !from_sut(sut, &Target::udp("127.0.0.1:5070".parse().unwrap())),
+            "another test user's port"
+        );
+        assert!(from_sut(
+            sut,
+            &Target::tcp("127.0.0.1:41234".parse().unwrap())
+        ));
+        assert!(!from_sut(
+            sut,
+            &Target::tcp("10.0.0.9:5060".parse().unwrap())
+        ));
     }
 }
