@@ -49,6 +49,25 @@ fn run_external_full(
     server_charging: &str,
     profile_extra: &str,
 ) -> (Option<i32>, String) {
+    run_external_shaped(
+        name,
+        offline,
+        server_charging,
+        profile_extra,
+        "b2bua",
+        "udp",
+    )
+}
+
+/// As [`run_external_full`], with the server's shape and the SIP transport.
+fn run_external_shaped(
+    name: &str,
+    offline: &str,
+    server_charging: &str,
+    profile_extra: &str,
+    shape: &str,
+    transport: &str,
+) -> (Option<i32>, String) {
     let dir = std::env::temp_dir().join(format!("cpmcc-external-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (sut_sip, harness_sip, diameter, admin) = (free_udp(), free_udp(), free_tcp(), free_tcp());
@@ -56,7 +75,8 @@ fn run_external_full(
     std::fs::write(
         &config,
         format!(
-            "sip: {{ listen: 127.0.0.1:{sut_sip}, transport: udp }}\n\
+            "sip: {{ listen: 127.0.0.1:{sut_sip}, transport: {transport} }}\n\
+             shape: {shape}\n\
              domain: test.invalid\n\
              route_users_to: 127.0.0.1:{harness_sip}\n\
              charging:\n  server: 127.0.0.1:{diameter}\n  functions: [originating_pf, terminating_pf]\n{server_charging}\
@@ -70,7 +90,7 @@ fn run_external_full(
         &profile,
         format!(
             "name: reference server, external\n\
-             sut: {{ sip: {{ address: 127.0.0.1:{sut_sip} }}, domain: test.invalid }}\n\
+             sut: {{ sip: {{ address: 127.0.0.1:{sut_sip}, transport: {transport} }}, domain: test.invalid }}\n\
              harness: {{ sip: {{ listen: 127.0.0.1:{harness_sip} }}, diameter: {{ listen: 127.0.0.1:{diameter} }} }}\n\
              charging: {{ offline: {offline} }}\n\
              stimuli:\n  inactivity_timer: 1500ms\n  operator_terminate:\n    http: {{ url: \"http://127.0.0.1:{admin}/sessions/{{call_id}}/terminate\" }}\n{profile_extra}"
@@ -183,6 +203,38 @@ fn a_server_started_first_whose_client_connects_seconds_later_is_awaited() {
         "{out}"
     );
     assert!(out.contains("SUT connected over Diameter from"), "{out}");
+}
+
+#[test]
+fn both_shapes_over_udp_and_tcp_started_first_and_connecting_late_pass() {
+    // The done-when of issue 5: each shape of the reference server, over each
+    // transport, started as its own process before cpmcc, its Diameter
+    // client connecting 2 s after the server (and so after cpmcc) started.
+    for (shape, transport) in [
+        ("b2bua", "udp"),
+        ("proxy", "udp"),
+        ("b2bua", "tcp"),
+        ("proxy", "tcp"),
+    ] {
+        let (code, out) = run_external_shaped(
+            &format!("late-{shape}-{transport}"),
+            "{ functions: [originating_pf, terminating_pf] }",
+            "  connect_after: 2s\n",
+            "",
+            shape,
+            transport,
+        );
+        assert_eq!(code, Some(0), "{shape}/{transport}: {out}");
+        assert!(out.contains("17 pass"), "{shape}/{transport}: {out}");
+        assert!(
+            out.contains("SUT connected over Diameter from"),
+            "{shape}/{transport}: {out}"
+        );
+        assert!(
+            !out.contains("belonged to no scenario"),
+            "{shape}/{transport}: {out}"
+        );
+    }
 }
 
 #[test]

@@ -498,9 +498,12 @@ async fn run(
                 }
                 LinkAction::Send { id, message } => match &conn {
                     Some((handle, _)) => {
-                        let (handle, tx) = (handle.clone(), internal_tx.clone());
+                        // Queued here, in the link's order; only the wait for
+                        // the answer runs apart (a spawned send could overtake).
+                        let answer = handle.start_request(message);
+                        let tx = internal_tx.clone();
                         tokio::spawn(async move {
-                            let _ = tx.send(Internal::Answer(id, handle.request(message).await));
+                            let _ = tx.send(Internal::Answer(id, answer.await));
                         });
                     }
                     // Open without a connection cannot be; wait for the next.

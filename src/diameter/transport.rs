@@ -152,14 +152,25 @@ impl PeerHandle {
     /// Sends an application request and waits for its answer (matched by
     /// hop-by-hop id). No timeout here: wrap it in `tokio::time::timeout`.
     pub async fn request(&self, msg: Message) -> Result<Message, TransportError> {
+        self.start_request(msg).await
+    }
+    /// Queues the request at once, so requests leave in the order of these
+    /// calls, and returns the wait for its answer (which may be spawned).
+    pub fn start_request(
+        &self,
+        msg: Message,
+    ) -> impl std::future::Future<Output = Result<Message, TransportError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let closed = TransportError::Closed {
             peer: self.peer_addr,
         };
-        if self.tx.send(Command::Request(msg, tx)).is_err() {
-            return Err(closed);
+        let queued = self.tx.send(Command::Request(msg, tx)).is_ok();
+        async move {
+            if !queued {
+                return Err(closed);
+            }
+            rx.await.unwrap_or(Err(closed))
         }
-        rx.await.unwrap_or(Err(closed))
     }
     /// Sends an answer (dropped silently if the connection is gone).
     pub fn answer(&self, msg: Message) {

@@ -1153,19 +1153,16 @@ fn charging_queue(
         }
     };
     tokio::spawn(async move {
-        use futures::StreamExt as _;
-        let mut inflight = futures::stream::FuturesOrdered::new();
-        loop {
-            tokio::select! {
-                req = rx.recv() => match req {
-                    Some(req) if pipelined => inflight.push_back(send(req)),
-                    Some(req) => send(req).await,
-                    None => break,
-                },
-                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+        use futures::FutureExt as _;
+        while let Some(req) = rx.recv().await {
+            if pipelined {
+                // The first poll hands the request to the link, in order;
+                // its answer is not waited for.
+                let _ = send(req).now_or_never();
+            } else {
+                send(req).await;
             }
         }
-        while inflight.next().await.is_some() {}
     });
     tx
 }
