@@ -20,15 +20,16 @@ pub const END_USER_SIP_URI: i32 = 2;
 /// Node-Functionality AS.
 pub const NODE_FUNCTIONALITY_AS: i32 = 6;
 
-/// An ACR (or ACA) that cannot be read as CH-1.
+/// A request or answer that cannot be read as CH-1 (ACR/ACA) or CH-2
+/// (CCR/CCA): the same three ways for both interfaces.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
-    /// Not an ACR (or, for [`Ch1Response::from_aca`], not an ACA).
-    #[error("{command} is not an accounting {expected}")]
+    /// Not the command expected (an ACR, an ACA, a CCR, a CCA).
+    #[error("{command} is not {expected}")]
     WrongCommand {
         /// One-line description of the message.
         command: String,
-        /// "request" or "answer".
+        /// What was expected: "an accounting request", "a credit-control answer".
         expected: &'static str,
     },
     /// A required AVP is absent: answer 5005.
@@ -179,7 +180,7 @@ impl Ch1Request {
         if msg.header.command_code != command::ACCOUNTING || !msg.is_request() {
             return Err(MappingError::WrongCommand {
                 command: msg.describe(),
-                expected: "request",
+                expected: "an accounting request",
             });
         }
         let mut warnings = Vec::new();
@@ -434,7 +435,7 @@ impl Ch1Request {
 /// The served user from Subscription-Id AVPs: END_USER_SIP_URI preferred,
 /// else the first with data; where it was found is the top level unless the
 /// caller says otherwise.
-fn subscription_id<'a>(
+pub(crate) fn subscription_id<'a>(
     avps: impl Iterator<Item = &'a Avp>,
     warnings: &mut Vec<String>,
 ) -> Option<(String, ServedUserSource)> {
@@ -498,7 +499,7 @@ impl Ch1Response {
         {
             return Err(MappingError::WrongCommand {
                 command: msg.describe(),
-                expected: "answer",
+                expected: "an accounting answer",
             });
         }
         let rc = msg.avp(code::RESULT_CODE).ok_or(MappingError::MissingAvp {

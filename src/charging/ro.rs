@@ -26,68 +26,12 @@ use super::ch2::{
 
 const V: Option<u32> = Some(VENDOR_3GPP);
 
-/// Subscription-Id-Type END_USER_SIP_URI.
-pub const END_USER_SIP_URI: i32 = 2;
-/// Node-Functionality AS.
-pub const NODE_FUNCTIONALITY_AS: i32 = 6;
+pub use super::rf::{END_USER_SIP_URI, NODE_FUNCTIONALITY_AS};
 /// Multiple-Services-Indicator MULTIPLE_SERVICES_SUPPORTED.
 pub const MULTIPLE_SERVICES_SUPPORTED: i32 = 1;
 
-/// A CCR (or CCA) that cannot be read as CH-2.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoMappingError {
-    /// Not a CCR (or, for [`Ch2Response::from_cca`], not a CCA).
-    #[error("{command} is not a credit-control {expected}")]
-    WrongCommand {
-        /// One-line description of the message.
-        command: String,
-        /// "request" or "answer".
-        expected: &'static str,
-    },
-    /// A required AVP is absent: answer 5005.
-    #[error("required AVP {name} ({code}) is missing")]
-    MissingAvp {
-        /// AVP name.
-        name: &'static str,
-        /// AVP code.
-        code: u32,
-    },
-    /// A required AVP has a value that cannot be used: answer 5004.
-    #[error("AVP {name} ({code}) has an invalid value: {reason}")]
-    InvalidAvp {
-        /// AVP name.
-        name: &'static str,
-        /// AVP code.
-        code: u32,
-        /// What is wrong with it.
-        reason: String,
-        /// The AVP as received.
-        avp: Avp,
-    },
-}
-
-impl RoMappingError {
-    /// Result-Code to answer with.
-    pub fn result_code(&self) -> u32 {
-        match self {
-            Self::WrongCommand { .. } => result::COMMAND_UNSUPPORTED,
-            Self::MissingAvp { .. } => result::MISSING_AVP,
-            Self::InvalidAvp { .. } => result::INVALID_AVP_VALUE,
-        }
-    }
-    /// The AVP for Failed-AVP: the bad one, or for a missing one an
-    /// example with a zero-filled payload (RFC 6733 7.1.5, 5005).
-    pub fn failed_avp(&self) -> Option<Avp> {
-        match self {
-            Self::WrongCommand { .. } => None,
-            Self::MissingAvp { code, .. } => {
-                let min = dictionary::lookup(*code, None).map_or(0, |d| d.kind.min_len());
-                Some(Avp::new(*code, vec![0; min]).mandatory(true))
-            }
-            Self::InvalidAvp { avp, .. } => Some(avp.clone()),
-        }
-    }
-}
+/// A CCR (or CCA) that cannot be read as CH-2: the same error as Rf's.
+pub use super::rf::MappingError as RoMappingError;
 
 /// What a Ro client (the reference SUT's online charging) says about
 /// itself: Auth-Application-Id 4, bare and 3GPP vendor-specific.
@@ -290,7 +234,7 @@ impl Ch2Request {
         if msg.header.command_code != command::CREDIT_CONTROL || !msg.is_request() {
             return Err(RoMappingError::WrongCommand {
                 command: msg.describe(),
-                expected: "request",
+                expected: "a credit-control request",
             });
         }
         let mut w = Vec::new();
@@ -823,38 +767,10 @@ fn credit_request(children: &[Avp], w: &mut Vec<String>) -> CreditRequest {
     }
 }
 
-/// The served user from Subscription-Id AVPs: END_USER_SIP_URI preferred,
-/// else the first with data.
+/// The served user from Subscription-Id AVPs (Rf's reader: END_USER_SIP_URI
+/// preferred, else the first with data).
 fn subscription_id<'a>(avps: impl Iterator<Item = &'a Avp>, w: &mut Vec<String>) -> Option<String> {
-    let mut found: Option<String> = None;
-    for g in avps {
-        let children = match g.as_grouped() {
-            Ok(c) => c,
-            Err(e) => {
-                w.push(format!("Subscription-Id: {e}"));
-                continue;
-            }
-        };
-        let ty = children
-            .iter()
-            .find(|a| a.is(code::SUBSCRIPTION_ID_TYPE, None))
-            .and_then(|a| a.as_i32().ok());
-        let data = children
-            .iter()
-            .find(|a| a.is(code::SUBSCRIPTION_ID_DATA, None))
-            .map(|a| String::from_utf8_lossy(&a.data).into_owned());
-        match (ty, data) {
-            (Some(END_USER_SIP_URI), Some(d)) => return Some(d),
-            (other, Some(d)) => {
-                w.push(format!(
-                    "Subscription-Id of type {other:?} (not END_USER_SIP_URI): {d}"
-                ));
-                found.get_or_insert(d);
-            }
-            (_, None) => w.push("Subscription-Id without Subscription-Id-Data".to_owned()),
-        }
-    }
-    found
+    super::rf::subscription_id(avps, w).map(|(user, _)| user)
 }
 
 impl Ch2Response {
@@ -967,7 +883,7 @@ impl Ch2Response {
         {
             return Err(RoMappingError::WrongCommand {
                 command: msg.describe(),
-                expected: "answer",
+                expected: "a credit-control answer",
             });
         }
         let rc = msg
