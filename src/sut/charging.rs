@@ -32,6 +32,31 @@ pub struct FunctionCharging {
     deviations: Vec<Deviation>,
 }
 
+/// The originator's side (A, who sent the initial INVITE) or the
+/// recipient's (B) of a 1-1 session, in either shape of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// Which charged function serves the user of a side.
+pub(crate) fn serves(function: ChargedFunction, side: Side) -> bool {
+    matches!(
+        (function, side),
+        (ChargedFunction::OriginatingPf, Side::A) | (ChargedFunction::TerminatingPf, Side::B)
+    )
+}
+
 /// Identities of a 1-1 session, as the server saw them on the originating leg.
 #[derive(Debug, Clone)]
 pub struct SessionParties {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rsip::headers::UntypedHeader as _;
 
-use super::charging::{FunctionCharging, SessionParties};
+use super::charging::{FunctionCharging, SessionParties, Side, serves};
 use super::config::SutConfig;
 use super::deviation::Deviation;
 use crate::charging::ch1::Ch1Request;
@@ -64,29 +64,6 @@ pub enum Action {
     },
     /// The session is over: nothing more will be charged on its queues.
     Forget { session: u64 },
-}
-
-/// The originator's side (A, who sent the initial INVITE) or the recipient's (B).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    A,
-    B,
-}
-
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        }
-    }
-}
-
-fn serves(function: ChargedFunction, side: Side) -> bool {
-    matches!(
-        (function, side),
-        (ChargedFunction::OriginatingPf, Side::A) | (ChargedFunction::TerminatingPf, Side::B)
-    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

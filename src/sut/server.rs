@@ -14,7 +14,7 @@ use std::time::Instant;
 use rsip::headers::UntypedHeader as _;
 use tokio::sync::mpsc;
 
-use super::charging::{FunctionCharging, SessionParties};
+use super::charging::{FunctionCharging, SessionParties, Side, serves};
 use super::config::{Shape, SutConfig};
 use super::deviation::Deviation;
 use super::proxy::{Action, ProxyCore};
@@ -162,30 +162,6 @@ fn kind(t: Transport) -> TransportKind {
 }
 
 type SessionId = u64;
-
-/// The originator's leg (A) or the recipient's leg (B) of a B2BUA session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    A,
-    B,
-}
-
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        }
-    }
-}
-
-/// Which charged function serves the user of a leg.
-fn serves(function: ChargedFunction, side: Side) -> bool {
-    matches!(
-        (function, side),
-        (ChargedFunction::OriginatingPf, Side::A) | (ChargedFunction::TerminatingPf, Side::B)
-    )
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
