@@ -158,8 +158,9 @@ fn prepare_output(path: &Path, stale: &[PathBuf]) -> anyhow::Result<()> {
 
 /// The temporary name a file is written under before it is renamed.
 fn tmp_of(path: &Path) -> PathBuf {
+    // Two runs at once never share a temporary name.
     let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
+    name.push(format!(".{}.tmp", std::process::id()));
     PathBuf::from(name)
 }
 

@@ -20,6 +20,10 @@ fn cpmcc(dir: &Path, args: &[&str]) -> Output {
         .arg(dir.join("summary.json"))
         .arg("--cucumber-log")
         .arg(dir.join("cucumber.log"))
+        .arg("--junit")
+        .arg(scratch_report(dir.join("cucumber.log"), "junit.xml"))
+        .arg("--cucumber-json")
+        .arg(scratch_report(dir.join("cucumber.log"), "cucumber.json"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap()
@@ -219,6 +223,10 @@ fn an_output_path_that_cannot_be_written_is_refused_before_the_run() {
             .args(["--free-ports", "--tags", "@tp-OFF-INIT-01", "--json", &json])
             .arg("--cucumber-log")
             .arg(&log)
+            .arg("--junit")
+            .arg(scratch_report(&log, "junit.xml"))
+            .arg("--cucumber-json")
+            .arg(scratch_report(&log, "cucumber.json"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
@@ -271,6 +279,10 @@ fn an_interrupted_run_writes_what_finished_marked_interrupted() {
         .arg(dir.join("summary.json"))
         .arg("--cucumber-log")
         .arg(dir.join("cucumber.log"))
+        .arg("--junit")
+        .arg(scratch_report(dir.join("cucumber.log"), "junit.xml"))
+        .arg("--cucumber-json")
+        .arg(scratch_report(dir.join("cucumber.log"), "cucumber.json"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -338,4 +350,12 @@ fn a_listed_known_deviation_passes_the_gate_and_nothing_else_does() {
         &["--profile", profile, "--deviation", "no_stop_on_bye"],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+/// A report beside `log` (tests never write into the checkout's reports/,
+/// and runs at once never share a file).
+fn scratch_report(log: impl AsRef<std::path::Path>, name: &str) -> std::path::PathBuf {
+    let log = log.as_ref();
+    let stem = log.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    log.with_file_name(format!("{stem}.{name}"))
 }

@@ -210,6 +210,16 @@ fn run(d: Deviation, dir: &std::path::Path) -> Outcome {
         .arg(&json)
         .arg("--cucumber-log")
         .arg(dir.join(format!("{}.log", d.name())))
+        .arg("--junit")
+        .arg(scratch_report(
+            dir.join(format!("{}.log", d.name())),
+            "junit.xml",
+        ))
+        .arg("--cucumber-json")
+        .arg(scratch_report(
+            dir.join(format!("{}.log", d.name())),
+            "cucumber.json",
+        ))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cpmcc runs");
@@ -318,4 +328,12 @@ fn main() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// A report beside `log` (tests never write into the checkout's reports/,
+/// and runs at once never share a file).
+fn scratch_report(log: impl AsRef<std::path::Path>, name: &str) -> std::path::PathBuf {
+    let log = log.as_ref();
+    let stem = log.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    log.with_file_name(format!("{stem}.{name}"))
 }

@@ -115,6 +115,10 @@ fn run_external_shaped(
         .arg(dir.join("summary.json"))
         .arg("--cucumber-log")
         .arg(dir.join("cucumber.log"))
+        .arg("--junit")
+        .arg(scratch_report(dir.join("cucumber.log"), "junit.xml"))
+        .arg("--cucumber-json")
+        .arg(scratch_report(dir.join("cucumber.log"), "cucumber.json"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -253,4 +257,12 @@ fn no_sut_peer_within_the_wait_stops_the_run_with_exit_3() {
         "{out}"
     );
     assert!(!out.contains("scenarios"), "no scenario ran: {out}");
+}
+
+/// A report beside `log` (tests never write into the checkout's reports/,
+/// and runs at once never share a file).
+fn scratch_report(log: impl AsRef<std::path::Path>, name: &str) -> std::path::PathBuf {
+    let log = log.as_ref();
+    let stem = log.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    log.with_file_name(format!("{stem}.{name}"))
 }

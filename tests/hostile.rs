@@ -54,6 +54,10 @@ fn spawn(dir: &Path) -> Child {
         .arg(dir.join("summary.json"))
         .arg("--cucumber-log")
         .arg(dir.join("cucumber.log"))
+        .arg("--junit")
+        .arg(scratch_report(dir.join("cucumber.log"), "junit.xml"))
+        .arg("--cucumber-json")
+        .arg(scratch_report(dir.join("cucumber.log"), "cucumber.json"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -500,4 +504,12 @@ fn an_unpaced_flood_of_requests_for_nobody_bends_no_verdict() {
             tcp: true,
         },
     );
+}
+
+/// A report beside `log` (tests never write into the checkout's reports/,
+/// and runs at once never share a file).
+fn scratch_report(log: impl AsRef<std::path::Path>, name: &str) -> std::path::PathBuf {
+    let log = log.as_ref();
+    let stem = log.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    log.with_file_name(format!("{stem}.{name}"))
 }
