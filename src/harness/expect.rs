@@ -495,6 +495,18 @@ mod tests {
     }
 
     #[test]
+    fn diff_keeps_the_longest_common_run_in_order() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // The common run is A C E; B is only expected, D and F only observed.
+        let d = sequence_diff(&s(&["A", "B", "C", "E"]), &s(&["A", "C", "D", "E", "F"]));
+        pretty_assertions::assert_eq!(d, "  A\n- B\n  C\n+ D\n  E\n+ F");
+        // Nothing in common: every line on its side.
+        let d = sequence_diff(&s(&["A", "B"]), &s(&["C"]));
+        pretty_assertions::assert_eq!(d, "+ C\n- A\n- B");
+        assert_eq!(sequence_diff(&s(&["A"]), &s(&["A"])), "  A");
+    }
+
+    #[test]
     fn diff_marks_missing_and_unexpected_lines() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let d = sequence_diff(
@@ -622,6 +634,15 @@ mod tests {
                 rule: &rules::NO_START_ON_FAILURE,
             });
             assert!(ids(judge_scenario(&f, std::slice::from_ref(&before))).is_empty());
+            // The request a step had accounted for (its stamp is the mark) is
+            // not after the mark.
+            let mut g = facts();
+            g.forbidden.push(Forbidden {
+                kind: RecordType::Start,
+                after: before.stamp,
+                rule: &rules::NO_START_ON_FAILURE,
+            });
+            assert!(ids(judge_scenario(&g, std::slice::from_ref(&before))).is_empty());
             // Another kind, or another scenario's user, is not forbidden here.
             let interim = record(RecordType::Interim, 0, "t", Some(BOB));
             let stranger = record(RecordType::Start, 0, "u", Some("carol.9x"));
