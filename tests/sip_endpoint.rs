@@ -375,3 +375,120 @@ async fn unreachable_tcp_target_times_the_transaction_out() {
     }
     assert!(saw_timeout);
 }
+
+/// A well-formed request for nobody, unique per `i`.
+fn message_for_nobody(i: u64, from: SocketAddr) -> Vec<u8> {
+    format!(
+        "MESSAGE sip:nobody-{i}@test.invalid SIP/2.0\r\n\
+Via: SIP/2.0/UDP {from};branch=z9hG4bKshed{i}\r\n\
+From: <sip:mallory@evil.invalid>;tag=j{i}\r\n\
+To: <sip:nobody@test.invalid>\r\n\
+Call-ID: shed-{i}\r\n\
+CSeq: 1 MESSAGE\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaced_flood_is_shed_at_the_edge_counted_and_reported_once_a_second() {
+    let (ep, mut rx) = endpoint(Timers::default()).await;
+    let to = ep.local_addr(TransportKind::Udp).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    // Unpaced, from a plain thread: far faster than the endpoint reads.
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let from = sock.local_addr().unwrap();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 2_000_000 {
+                if sock.send_to(&message_for_nobody(sent, from), to).is_ok() {
+                    sent += 1;
+                }
+            }
+            (sent, from)
+        })
+    };
+    // Until the first shed report: requests are passed up meanwhile.
+    let mut requests = 0u64;
+    let mut shed = 0u64;
+    let mut reports = 0u64;
+    let shed_count = |reason: &str| -> Option<u64> {
+        reason
+            .strip_suffix(" datagrams dropped: receive queue full")?
+            .parse()
+            .ok()
+    };
+    while reports == 0 {
+        match next(&mut rx).await {
+            TxEvent::Request { .. } => requests += 1,
+            TxEvent::Stray { reason, .. } => {
+                let n = shed_count(&reason).unwrap_or_else(|| panic!("stray {reason}"));
+                assert!(n > 0);
+                shed += n;
+                reports += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, flood_from) = flooder.join().unwrap();
+    // The rest of the backlog and the last count come through; then a
+    // real request still reaches its TU.
+    let probe_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let probe_from = probe_sock.local_addr().unwrap();
+    let probe = invite(probe_from, to, TransportKind::Udp);
+    let probe_bytes = rsip::SipMessage::from(probe.clone())
+        .to_string()
+        .into_bytes();
+    // Sent once the backlog has drained, retransmitted as UDP would be
+    // (the last datagrams of the flood may fill the queue again).
+    let mut probe_seen = false;
+    let mut probe_sends = 0;
+    while !probe_seen {
+        match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            Ok(Some(TxEvent::Request {
+                request, source, ..
+            })) => {
+                if source.addr == probe_from {
+                    assert_eq!(request.method, rsip::Method::Invite);
+                    probe_seen = true;
+                } else {
+                    requests += 1;
+                }
+            }
+            Ok(Some(TxEvent::Stray { reason, source })) => {
+                let n = shed_count(&reason).unwrap_or_else(|| panic!("stray {reason}"));
+                assert_eq!(
+                    source.addr, flood_from,
+                    "the count names the flood's source"
+                );
+                shed += n;
+                reports += 1;
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {
+                // Quiet for 500 ms: the backlog is gone; (re)send the probe.
+                assert!(probe_sends < 10, "the probe never got through");
+                probe_sock.send_to(&probe_bytes, to).await.unwrap();
+                probe_sends += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "sent {sent}, passed up {requests}, shed and counted {shed} in {reports} reports, {elapsed:.1} s"
+    );
+    // Shed at the edge and counted; the kernel may have dropped some more.
+    assert!(shed > 0);
+    assert!(requests + shed <= sent, "{requests} + {shed} > {sent}");
+    // One report a second at most, not one per drop.
+    assert!(
+        (reports as f64) <= elapsed + 2.0,
+        "{reports} reports in {elapsed:.1} s"
+    );
+    assert!(reports < shed, "{reports} reports for {shed} drops");
+    ep.shutdown().await;
+}

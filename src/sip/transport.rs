@@ -2,8 +2,18 @@
 //! on streams; no protocol logic (that is the transaction layer's).
 //!
 //! Each socket reader runs as its own task and reports [`NetEvent`]s to the
-//! driver over one channel; each TCP connection is one task that both reads
-//! (framed by [`StreamDecoder`]) and writes what the driver queues for it.
+//! driver; each TCP connection is one task that both reads (framed by
+//! [`StreamDecoder`]) and writes what the driver queues for it.
+//!
+//! Messages come in over a bounded queue ([`RECEIVE_QUEUE`] messages), so a
+//! flood is shed at the edge instead of piling up in front of the protocol
+//! task: a datagram that finds the queue full is dropped and counted (UDP
+//! may lose it; SIP retransmits what mattered), and the count reaches the
+//! driver as one [`NetEvent::Shed`] at most once per [`SHED_REPORT`]; a TCP
+//! connection whose message finds the queue full waits, so TCP's own flow
+//! control slows its sender. Everything else (send failures, closed
+//! connections, shed counts) comes over a separate unbounded queue: those are
+//! few, and must never be lost.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +30,12 @@ use super::transaction::TransportKind;
 
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// Messages read but not yet taken by the driver, at most.
+pub(crate) const RECEIVE_QUEUE: usize = 1_024;
+
+/// Shed datagrams are reported at most this often.
+pub(crate) const SHED_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -64,6 +80,21 @@ pub(crate) enum NetEvent {
         error: Option<String>,
         connect_failed: bool,
     },
+    /// `datagrams` UDP datagrams arrived while the receive queue was full
+    /// and were dropped unread (since the last such report), the last of
+    /// them from `last_from`.
+    Shed {
+        datagrams: u64,
+        last_from: SocketAddr,
+    },
+}
+
+/// The two queues into the driver: `inbound` (bounded) carries what was
+/// read, `control` (unbounded) everything else.
+#[derive(Clone, Debug)]
+pub(crate) struct NetSenders {
+    pub(crate) inbound: mpsc::Sender<NetEvent>,
+    pub(crate) control: mpsc::UnboundedSender<NetEvent>,
 }
 
 /// The endpoint's sockets and live TCP connections.
@@ -74,7 +105,7 @@ pub(crate) struct Transports {
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
-    net_tx: mpsc::UnboundedSender<NetEvent>,
+    net_tx: NetSenders,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -82,7 +113,7 @@ impl Transports {
     pub(crate) async fn bind(
         udp: Option<SocketAddr>,
         tcp: Option<SocketAddr>,
-        net_tx: mpsc::UnboundedSender<NetEvent>,
+        net_tx: NetSenders,
         accept_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     ) -> Result<Self, TransportError> {
         // Bind every socket before spawning any task, so that a failed bind
@@ -132,7 +163,7 @@ impl Transports {
                 let sock = Arc::new(sock);
                 tasks.push(tokio::spawn(udp_reader(sock.clone(), net_tx.clone())));
                 let (tx, rx) = mpsc::unbounded_channel();
-                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.clone())));
+                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.control.clone())));
                 (Some(tx), Some(local))
             }
             None => (None, None),
@@ -194,7 +225,7 @@ impl Transports {
             match TcpStream::connect(to).await {
                 Ok(stream) => run_connection(stream, to, rx, net_tx).await,
                 Err(e) => {
-                    let _ = net_tx.send(NetEvent::StreamClosed {
+                    let _ = net_tx.control.send(NetEvent::StreamClosed {
                         peer: to,
                         error: Some(format!("connect failed: {e}")),
                         connect_failed: true,
@@ -231,26 +262,48 @@ impl Drop for Transports {
     }
 }
 
-async fn udp_reader(sock: Arc<UdpSocket>, net_tx: mpsc::UnboundedSender<NetEvent>) {
+async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Dropped since the last report, and when the next report may go.
+    let mut shed = 0u64;
+    let mut last_from = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut report_at = tokio::time::Instant::now();
     loop {
-        match sock.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                let event = NetEvent::Datagram {
-                    bytes: buf[..n].to_vec(),
-                    from,
-                };
-                if net_tx.send(event).is_err() {
+        tokio::select! {
+            // Cancel-safe: a datagram is either read or left in the socket.
+            read = sock.recv_from(&mut buf) => match read {
+                Ok((n, from)) => {
+                    let event = NetEvent::Datagram {
+                        bytes: buf[..n].to_vec(),
+                        from,
+                    };
+                    match net_tx.inbound.try_send(event) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            if shed == 0 {
+                                report_at = report_at.max(tokio::time::Instant::now());
+                            }
+                            shed += 1;
+                            last_from = from;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                // ICMP port unreachable from an earlier send surfaces here on
+                // Linux (ECONNREFUSED): not fatal for the socket.
+                Err(_) => {
+                    if net_tx.control.is_closed() {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            },
+            () = tokio::time::sleep_until(report_at), if shed > 0 => {
+                if net_tx.control.send(NetEvent::Shed { datagrams: shed, last_from }).is_err() {
                     return;
                 }
-            }
-            // ICMP port unreachable from an earlier send surfaces here on
-            // Linux (ECONNREFUSED): not fatal for the socket.
-            Err(_) => {
-                if net_tx.is_closed() {
-                    return;
-                }
-                tokio::task::yield_now().await;
+                shed = 0;
+                report_at += SHED_REPORT;
             }
         }
     }
@@ -295,7 +348,7 @@ async fn run_connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    net_tx: mpsc::UnboundedSender<NetEvent>,
+    net_tx: NetSenders,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -311,7 +364,9 @@ async fn run_connection(
                     loop {
                         match decoder.next_message() {
                             Ok(Some(bytes)) => {
-                                if net_tx.send(NetEvent::Stream { bytes, from: peer }).is_err() {
+                                // A full queue holds this connection's
+                                // reading back: TCP flow control does the rest.
+                                if net_tx.inbound.send(NetEvent::Stream { bytes, from: peer }).await.is_err() {
                                     return;
                                 }
                             }
@@ -342,7 +397,7 @@ async fn run_connection(
         }
     };
     let _ = wr.shutdown().await;
-    let _ = net_tx.send(NetEvent::StreamClosed {
+    let _ = net_tx.control.send(NetEvent::StreamClosed {
         peer,
         error,
         connect_failed: false,
