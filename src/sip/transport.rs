@@ -8,7 +8,11 @@
 //! Messages come in over a bounded queue ([`RECEIVE_QUEUE`] messages), so a
 //! flood is shed at the edge instead of piling up in front of the protocol
 //! task: a datagram that finds the queue full is dropped and counted (UDP
-//! may lose it; SIP retransmits what mattered), and the count reaches the
+//! may lose it; SIP retransmits what mattered). The last [`RESERVED`] places
+//! are kept for light senders: once fewer are free, a datagram from a
+//! source that sent an eighth or more of the recent datagrams (weighed over
+//! windows of [`WINDOW`], the older halved) is dropped too, so that one flooding peer cannot crowd out the SUT. The
+//! count reaches the
 //! driver as one [`NetEvent::Shed`] at most once per [`SHED_REPORT`]; a TCP
 //! connection whose message finds the queue full waits, so TCP's own flow
 //! control slows its sender. Everything else (send failures, closed
@@ -33,6 +37,12 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Messages read but not yet taken by the driver, at most.
 pub(crate) const RECEIVE_QUEUE: usize = 1_024;
+
+/// Places of the receive queue that a heavy sender cannot take.
+pub(crate) const RESERVED: usize = RECEIVE_QUEUE / 4;
+
+/// Datagrams over which senders are weighed.
+const WINDOW: u32 = 1_024;
 
 /// Shed datagrams are reported at most this often.
 pub(crate) const SHED_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -267,26 +277,33 @@ async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders) {
     // Dropped since the last report, and when the next report may go.
     let mut shed = 0u64;
     let mut last_from = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut weigher = Weigher::default();
     let mut report_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             // Cancel-safe: a datagram is either read or left in the socket.
             read = sock.recv_from(&mut buf) => match read {
                 Ok((n, from)) => {
-                    let event = NetEvent::Datagram {
-                        bytes: buf[..n].to_vec(),
-                        from,
+                    let heavy = weigher.heavy(from);
+                    let admitted = if heavy && net_tx.inbound.capacity() <= RESERVED {
+                        Err(None)
+                    } else {
+                        let event = NetEvent::Datagram {
+                            bytes: buf[..n].to_vec(),
+                            from,
+                        };
+                        net_tx.inbound.try_send(event).map_err(Some)
                     };
-                    match net_tx.inbound.try_send(event) {
+                    match admitted {
                         Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
+                        Err(None | Some(mpsc::error::TrySendError::Full(_))) => {
                             if shed == 0 {
                                 report_at = report_at.max(tokio::time::Instant::now());
                             }
                             shed += 1;
                             last_from = from;
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        Err(Some(mpsc::error::TrySendError::Closed(_))) => return,
                     }
                 }
                 // ICMP port unreachable from an earlier send surfaces here on
@@ -306,6 +323,34 @@ async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders) {
                 report_at += SHED_REPORT;
             }
         }
+    }
+}
+
+/// Weighs senders by their share of the recent datagrams (the source
+/// address, port included: a SUT sends from its own).
+#[derive(Debug, Default)]
+struct Weigher {
+    counts: HashMap<SocketAddr, u32>,
+    seen: u32,
+}
+
+impl Weigher {
+    /// Counts one datagram from `from`; true if `from` sent an eighth or
+    /// more of the recent datagrams (this window's, and half the weight of
+    /// the windows before).
+    fn heavy(&mut self, from: SocketAddr) -> bool {
+        if self.seen >= WINDOW {
+            // A new window: last window's weights carry over halved.
+            self.counts.retain(|_, n| {
+                *n /= 2;
+                *n > 0
+            });
+            self.seen /= 2;
+        }
+        self.seen += 1;
+        let n = self.counts.entry(from).or_insert(0);
+        *n += 1;
+        *n >= WINDOW / 8
     }
 }
 
