@@ -4,6 +4,11 @@
 //!
 //! The driver sleeps until the next message, command or the layer's
 //! `poll_timeout`; all protocol decisions are the layer's.
+//!
+//! What the sockets read reaches the driver over a bounded queue (see
+//! `transport`): under a flood, datagrams are shed at the edge and counted,
+//! and the count reaches the TU as one [`TxEvent::Stray`] ("N datagrams
+//! dropped: receive queue full") at most once a second.
 
 use std::net::SocketAddr;
 use std::time::Instant;

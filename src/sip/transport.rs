@@ -284,8 +284,7 @@ async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders) {
             // Cancel-safe: a datagram is either read or left in the socket.
             read = sock.recv_from(&mut buf) => match read {
                 Ok((n, from)) => {
-                    let heavy = weigher.heavy(from);
-                    let admitted = if heavy && net_tx.inbound.capacity() <= RESERVED {
+                    let admitted = if !weigher.admit(from, net_tx.inbound.capacity()) {
                         Err(None)
                     } else {
                         let event = NetEvent::Datagram {
@@ -335,6 +334,13 @@ struct Weigher {
 }
 
 impl Weigher {
+    /// Whether a datagram from `from` may take one of `free` places left in
+    /// the receive queue (counting it either way).
+    fn admit(&mut self, from: SocketAddr, free: usize) -> bool {
+        let heavy = self.heavy(from);
+        free > RESERVED || (!heavy && free > 0)
+    }
+
     /// Counts one datagram from `from`; true if `from` sent an eighth or
     /// more of the recent datagrams (this window's, and half the weight of
     /// the windows before).
@@ -447,4 +453,66 @@ async fn run_connection(
         error,
         connect_failed: false,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_flooding_sender_cannot_take_the_reserved_places() {
+        let mut w = Weigher::default();
+        let (flood, sut) = (addr(1), addr(5060));
+        for _ in 0..10 * WINDOW {
+            assert!(w.admit(flood, RESERVED + 1), "room beyond the reserve");
+        }
+        assert!(!w.admit(flood, RESERVED), "the reserve is not the flood's");
+        assert!(!w.admit(flood, 1));
+        // The SUT, a few datagrams among thousands, still gets in, until
+        // the queue is full.
+        for _ in 0..10 {
+            assert!(w.admit(sut, RESERVED));
+            assert!(w.admit(sut, 1));
+            assert!(!w.admit(sut, 0));
+            for _ in 0..100 {
+                w.admit(flood, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_busy_sender_is_refused_nothing_while_there_is_room() {
+        // In a calm run the SUT sends every datagram: heavy, but the queue
+        // never fills, so nothing of it is dropped.
+        let mut w = Weigher::default();
+        for _ in 0..10 * WINDOW {
+            assert!(w.admit(addr(5060), RECEIVE_QUEUE - 3));
+        }
+    }
+
+    #[test]
+    fn a_sender_that_stops_flooding_is_light_again_after_a_few_windows() {
+        let mut w = Weigher::default();
+        let (was_flooding, others) = (addr(1), 1000..1500u16);
+        for _ in 0..WINDOW {
+            w.admit(was_flooding, RECEIVE_QUEUE);
+        }
+        assert!(!w.admit(was_flooding, RESERVED));
+        // Many other light senders for a while: the old weight halves each
+        // window.
+        for _ in 0..8 {
+            for p in others.clone().cycle().take(WINDOW as usize) {
+                assert!(w.admit(addr(p), RESERVED), "a light sender");
+            }
+        }
+        assert!(w.admit(was_flooding, RESERVED));
+        assert!(
+            w.counts.len() <= WINDOW as usize,
+            "the weights stay bounded"
+        );
+    }
 }
