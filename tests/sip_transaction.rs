@@ -809,3 +809,47 @@ fn a_late_clock_catches_up_every_due_timer_in_one_call() {
     assert!(l.is_empty());
     assert_eq!(l.poll_timeout(), None);
 }
+
+#[test]
+fn a_request_for_nobody_can_be_answered_and_forgotten() {
+    // RFC 3261 §8.2.7: a stateless answer holds nothing; a retransmission
+    // comes up again as new, to be answered again.
+    let mut l = TransactionLayer::new(Timers::default());
+    let t0 = Instant::now();
+    let msg = request("MESSAGE", "z9hG4bKnobody", 1, TransportKind::Udp);
+    let key = new_key(&receive(&mut l, &msg, TransportKind::Udp, t0));
+    assert!(matches!(
+        l.send_response_and_forget(&key, response_to(&msg, 100.into(), None), t0),
+        Err(TxError::NotFinal { status: 100, .. })
+    ));
+    l.send_response_and_forget(&key, response_to(&msg, 404.into(), Some("t")), t0)
+        .unwrap();
+    let out = drain(&mut l);
+    assert_eq!(out.len(), 1);
+    assert_eq!(as_response(&out[0].1).status_code.code(), 404);
+    assert!(l.is_empty());
+    assert_eq!(l.poll_timeout(), None);
+    let again = new_key(&receive(
+        &mut l,
+        &msg,
+        TransportKind::Udp,
+        t0 + Duration::from_millis(500),
+    ));
+    assert_eq!(again, key);
+    // A real user's transaction answered the usual way keeps Timer J.
+    let mine = request("MESSAGE", "z9hG4bKmine", 2, TransportKind::Udp);
+    let k = new_key(&receive(&mut l, &mine, TransportKind::Udp, t0));
+    l.send_response(&k, response_to(&mine, 200.into(), Some("t")), t0)
+        .unwrap();
+    drain(&mut l);
+    assert!(
+        receive(
+            &mut l,
+            &mine,
+            TransportKind::Udp,
+            t0 + Duration::from_secs(1)
+        )
+        .is_empty()
+    );
+    assert_eq!(drain(&mut l).len(), 1, "the 200 again");
+}

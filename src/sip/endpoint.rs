@@ -65,6 +65,11 @@ enum Command {
         response: rsip::Response,
         reply: oneshot::Sender<Result<(), TxError>>,
     },
+    SendResponseAndForget {
+        key: TxKey,
+        response: rsip::Response,
+        reply: oneshot::Sender<Result<(), TxError>>,
+    },
     SendStateless {
         message: rsip::SipMessage,
         target: Target,
@@ -151,6 +156,28 @@ impl Endpoint {
         let (reply, rx) = oneshot::channel();
         self.call(
             Command::SendResponse {
+                key: key.clone(),
+                response,
+                reply,
+            },
+            rx,
+        )
+        .await?
+        .map_err(EndpointError::from)
+    }
+
+    /// Sends a final response and forgets the server transaction at once
+    /// (RFC 3261 §8.2.7 stateless UAS): for a request that belongs to no
+    /// test user, so that a flood of them holds no state. See
+    /// [`TransactionLayer::send_response_and_forget`].
+    pub async fn send_response_and_forget(
+        &self,
+        key: &TxKey,
+        response: rsip::Response,
+    ) -> Result<(), EndpointError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(
+            Command::SendResponseAndForget {
                 key: key.clone(),
                 response,
                 reply,
@@ -270,6 +297,13 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.layer.send_response(&key, response, now));
+            }
+            Command::SendResponseAndForget {
+                key,
+                response,
+                reply,
+            } => {
+                let _ = reply.send(self.layer.send_response_and_forget(&key, response, now));
             }
             Command::SendStateless {
                 message,

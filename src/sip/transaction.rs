@@ -201,6 +201,8 @@ pub enum TxError {
         status: u16,
         attempted: u16,
     },
+    #[error("transaction {key} can only be forgotten after a final response, not {status}")]
+    NotFinal { key: TxKey, status: u16 },
     #[error("response CSeq method {response} does not match transaction {key}")]
     MethodMismatch { key: TxKey, response: String },
 }
@@ -555,6 +557,31 @@ impl TransactionLayer {
         self.transmits.push_back((tx.source, response.into()));
         // A reliable non-INVITE server transaction ends at once (Timer J = 0).
         self.settle(key, now);
+        Ok(())
+    }
+
+    /// Sends a final response and forgets the server transaction at once:
+    /// RFC 3261 §8.2.7's stateless UAS, for a request that belongs to no
+    /// one (a flood of them then holds no state for 64·T1 each). A
+    /// retransmission of the request comes up again as a new request, to be
+    /// answered again; for an INVITE, the peer's ACK to a non-2xx comes up
+    /// as an ACK without a transaction. Real test users' requests keep
+    /// [`TransactionLayer::send_response`].
+    pub fn send_response_and_forget(
+        &mut self,
+        key: &TxKey,
+        response: rsip::Response,
+        now: Instant,
+    ) -> Result<(), TxError> {
+        let status = status_of(&response);
+        if status < 200 {
+            return Err(TxError::NotFinal {
+                key: key.clone(),
+                status,
+            });
+        }
+        self.send_response(key, response, now)?;
+        self.remove_server(key);
         Ok(())
     }
 
