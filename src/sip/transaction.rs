@@ -28,7 +28,7 @@
 //! every live transaction, so a flood of requests for nobody (each a server
 //! transaction for 64·T1) costs O(log n) a message, not O(n).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -402,7 +402,9 @@ pub struct TransactionLayer {
     armings: u64,
     /// INVITE server transactions by Call-ID and CSeq number: an ACK for a
     /// 2xx carries a branch of its own and is matched by these.
-    invites: HashMap<(String, u32), Vec<TxKey>>,
+    /// (A set: a peer may send many with one Call-ID and CSeq, each with a
+    /// branch of its own; removing one must not cost the others.)
+    invites: HashMap<(String, u32), HashSet<TxKey>>,
     transmits: VecDeque<(Target, rsip::SipMessage)>,
     events: VecDeque<TxEvent>,
 }
@@ -843,7 +845,7 @@ impl TransactionLayer {
             self.invites
                 .entry((call_id, cseq))
                 .or_default()
-                .push(key.clone());
+                .insert(key.clone());
         }
         self.arm(&key);
         self.events.push_back(TxEvent::Request {
@@ -1162,7 +1164,7 @@ impl TransactionLayer {
         if tx.invite {
             let index = (tx.call_id.clone(), tx.cseq);
             if let Some(keys) = self.invites.get_mut(&index) {
-                keys.retain(|k| k != key);
+                keys.remove(key);
                 if keys.is_empty() {
                     self.invites.remove(&index);
                 }
