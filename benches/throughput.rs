@@ -1,9 +1,12 @@
 //! Throughput numbers, printed, never asserted (machines here are shared and
-//! noisy): ACR encode+decode per second, CPM INVITE parses per second, and
+//! noisy): ACR encode+decode per second, CPM INVITE parses per second, SIP
+//! transaction-layer requests per second with many live transactions, and
 //! the wall time of the offline suite against the reference SUT.
 //!
 //! `cargo bench --bench throughput` (release build). Each figure is the
 //! median of several rounds measured in this one run.
+//! `cargo bench --bench throughput -- transactions` runs only the
+//! transaction-layer figures.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use cpmcc::diameter::Message;
 use cpmcc::harness::{self, RunOptions};
 use cpmcc::profile::SutProfile;
 use cpmcc::sip::framing::parse_message;
+use cpmcc::sip::{Target, Timers, TransactionLayer, TxEvent, response_to};
 
 const ROUNDS: usize = 7;
 
@@ -64,7 +68,152 @@ fn parse_rate(message: &[u8]) -> f64 {
     })
 }
 
+/// A small MESSAGE for nobody, as a flood sends it, with its own branch.
+fn message_for_nobody(i: u64) -> rsip::Request {
+    let text = format!(
+        "MESSAGE sip:nobody-{i}@test.invalid SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKflood{i}\r\n\
+From: <sip:mallory@evil.invalid>;tag=j{i}\r\n\
+To: <sip:nobody@test.invalid>\r\n\
+Call-ID: flood-{i}\r\n\
+CSeq: 1 MESSAGE\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    match parse_message(text.as_bytes()) {
+        Ok(rsip::SipMessage::Request(r)) => r,
+        other => panic!("the benchmark MESSAGE must parse as a request: {other:?}"),
+    }
+}
+
+/// One request through the layer as the endpoint and the Agent handle it:
+/// in, the TU's 404 (a 32 s Timer J), out; `poll` adds the driver's
+/// `poll_timeout` after each step, as the endpoint does.
+fn answer_one(layer: &mut TransactionLayer, request: rsip::Request, now: Instant, poll: bool) {
+    let source = Target::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 40000)));
+    layer.handle_incoming(request.into(), source, now);
+    if poll {
+        std::hint::black_box(layer.poll_timeout());
+    }
+    while let Some(ev) = layer.poll_event() {
+        if let TxEvent::Request {
+            key: Some(key),
+            request,
+            ..
+        } = ev
+        {
+            let response = response_to(&request, rsip::StatusCode::from(404), Some("t"));
+            layer
+                .send_response(&key, response, now)
+                .expect("a fresh server transaction takes its final response");
+        }
+    }
+    while layer.poll_transmit().is_some() {}
+    if poll {
+        std::hint::black_box(layer.poll_timeout());
+    }
+}
+
+/// Requests for nobody handled per second with `live` transactions already
+/// in their 32 s Timer J, the way a flood leaves the layer. The rounds run
+/// on one layer, so it ends with `live + ROUNDS * batch` transactions.
+fn transaction_rate(live: u64, batch: u64) -> f64 {
+    let now = Instant::now();
+    let mut layer = TransactionLayer::new(Timers::default());
+    for i in 0..live {
+        answer_one(&mut layer, message_for_nobody(i), now, false);
+    }
+    let mut next = live;
+    let mut rounds = Vec::new();
+    for round in 0..=ROUNDS {
+        let fresh: Vec<_> = (next..next + batch).map(message_for_nobody).collect();
+        next += batch;
+        let start = Instant::now();
+        for request in fresh {
+            answer_one(&mut layer, request, now, true);
+        }
+        let elapsed = start.elapsed();
+        assert_eq!(layer.len() as u64, next, "every transaction lives on");
+        if round > 0 {
+            // Round 0 warms up.
+            rounds.push(batch as f64 / elapsed.as_secs_f64());
+        }
+    }
+    median(rounds)
+}
+
+/// Resident set size of this process, in kB (Linux; 0 elsewhere).
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes a request for nobody holds for its 32 s once answered, against
+/// answered and forgotten (RFC 3261 §8.2.7).
+fn transaction_memory(live: u64) {
+    let now = Instant::now();
+    let before = rss_kb();
+    let mut layer = TransactionLayer::new(Timers::default());
+    for i in 0..live {
+        answer_one(&mut layer, message_for_nobody(i), now, false);
+    }
+    let held = rss_kb().saturating_sub(before) * 1024 / live;
+    assert_eq!(layer.len() as u64, live);
+    drop(layer);
+    let source = Target::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 40000)));
+    let mut layer = TransactionLayer::new(Timers::default());
+    let fresh: Vec<_> = (live..2 * live).map(message_for_nobody).collect();
+    let start = Instant::now();
+    for request in fresh {
+        layer.handle_incoming(request.into(), source, now);
+        while let Some(ev) = layer.poll_event() {
+            if let TxEvent::Request {
+                key: Some(key),
+                request,
+                ..
+            } = ev
+            {
+                let response = response_to(&request, rsip::StatusCode::from(404), Some("t"));
+                layer
+                    .send_response_and_forget(&key, response, now)
+                    .expect("a fresh server transaction takes its final response");
+            }
+        }
+        while layer.poll_transmit().is_some() {}
+    }
+    let rate = live as f64 / start.elapsed().as_secs_f64();
+    assert!(layer.is_empty());
+    println!(
+        "SIP request for nobody answered 404: {held} bytes held each for 64·T1 (RSS over {live}); \
+         answered and forgotten: nothing held, {rate:.0} /s"
+    );
+}
+
+fn transactions() {
+    transaction_memory(50_000);
+    let batch = 1_000;
+    for live in [0, 5_000, 50_000] {
+        let r = transaction_rate(live, batch);
+        println!(
+            "SIP request for nobody in, 404 out, {live:>6} live transactions (+{batch} a round): {r:>10.0} /s"
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "transactions") {
+        return transactions();
+    }
+    transactions();
     let (req, local) = sample_acr_start();
     let acr = req.to_acr(&local, "cdf.test.invalid");
     let codec = rate(500_000, |n| {

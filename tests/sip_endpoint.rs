@@ -375,3 +375,119 @@ async fn unreachable_tcp_target_times_the_transaction_out() {
     }
     assert!(saw_timeout);
 }
+
+/// A well-formed request for nobody, unique per `i`.
+fn message_for_nobody(i: u64, from: SocketAddr) -> Vec<u8> {
+    format!(
+        "MESSAGE sip:nobody-{i}@test.invalid SIP/2.0\r\n\
+Via: SIP/2.0/UDP {from};branch=z9hG4bKshed{i}\r\n\
+From: <sip:mallory@evil.invalid>;tag=j{i}\r\n\
+To: <sip:nobody@test.invalid>\r\n\
+Call-ID: shed-{i}\r\n\
+CSeq: 1 MESSAGE\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Counts what a flood turns into: requests passed up, datagrams shed (and
+/// in how many reports, from which source).
+#[derive(Debug, Default)]
+struct Shed {
+    requests: u64,
+    shed: u64,
+    reports: u64,
+    sources: std::collections::BTreeSet<SocketAddr>,
+}
+
+impl Shed {
+    fn count(&mut self, ev: TxEvent) {
+        match ev {
+            TxEvent::Request { .. } => self.requests += 1,
+            TxEvent::Stray { reason, source } => {
+                let n: u64 = reason
+                    .strip_suffix(" datagrams dropped: receive queue full")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("stray {reason}"));
+                assert!(n > 0, "{reason}");
+                self.shed += n;
+                self.reports += 1;
+                self.sources.insert(source.addr);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaced_flood_is_shed_at_the_edge_counted_and_reported_once_a_second() {
+    let (ep, mut rx) = endpoint(Timers::default()).await;
+    let to = ep.local_addr(TransportKind::Udp).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    // Unpaced, from a plain thread: far faster than the endpoint reads.
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let from = sock.local_addr().unwrap();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000_000 {
+                if sock.send_to(&message_for_nobody(sent, from), to).is_ok() {
+                    sent += 1;
+                }
+            }
+            (sent, from)
+        })
+    };
+    let mut seen = Shed::default();
+    // Until the first shed report.
+    while seen.reports == 0 {
+        seen.count(next(&mut rx).await);
+    }
+    // While the flood goes on, a request from a light sender (the SUT, say)
+    // reaches its TU: places in the queue are kept for it. Resent every
+    // 200 ms as UDP would be: the kernel may drop it before it is read.
+    let probe_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let probe_from = probe_sock.local_addr().unwrap();
+    let probe = rsip::SipMessage::from(invite(probe_from, to, TransportKind::Udp));
+    let probe_bytes = probe.to_string().into_bytes();
+    let mut probe_sends = 0;
+    'probe: loop {
+        assert!(probe_sends < 25, "the probe never got through the flood");
+        probe_sock.send_to(&probe_bytes, to).await.unwrap();
+        probe_sends += 1;
+        let resend = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(ev) = tokio::time::timeout_at(resend, rx.recv()).await {
+            match ev.expect("endpoint closed") {
+                TxEvent::Request { source, .. } if source.addr == probe_from => break 'probe,
+                ev => seen.count(ev),
+            }
+        }
+    }
+    assert!(!flooder.is_finished(), "the flood went on meanwhile");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, flood_from) = flooder.join().unwrap();
+    // The backlog drains and the last count comes, then all is quiet.
+    let quiet = Duration::from_millis(1_500);
+    while let Ok(ev) = tokio::time::timeout(quiet, rx.recv()).await {
+        seen.count(ev.expect("endpoint closed"));
+    }
+    let elapsed = (started.elapsed() - quiet).as_secs_f64();
+    println!("sent {sent} in {elapsed:.1} s, probe sent {probe_sends} times: {seen:?}");
+    assert_eq!(
+        seen.sources,
+        [flood_from].into(),
+        "the counts name the flood's source, never the light sender"
+    );
+    // Shed at the edge and counted; the kernel may have dropped some more.
+    assert!(seen.requests + seen.shed <= sent, "{seen:?}, {sent} sent");
+    // One report a second at most, not one per drop.
+    assert!(
+        (seen.reports as f64) <= elapsed + 2.0,
+        "{} reports in {elapsed:.1} s",
+        seen.reports
+    );
+    assert!(seen.reports < seen.shed, "{seen:?}");
+    ep.shutdown().await;
+}

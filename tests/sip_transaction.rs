@@ -618,3 +618,238 @@ fn response_to_copies_the_transaction_headers() {
             .any(|h| matches!(h, rsip::Header::To(t) if t.value().ends_with("tag=btag")))
     );
 }
+
+// ------------------------------------------------------- many at once ---
+
+/// What one transaction of the crowd is, and how it is started.
+#[derive(Clone, Copy, Debug)]
+enum Crowd {
+    /// INVITE sent over UDP, never answered: Timer A doubling, Timer B.
+    InviteClient,
+    /// MESSAGE sent over UDP, never answered: Timer E capped at T2, Timer F.
+    MessageClient,
+    /// MESSAGE received over UDP and answered 200: Timer J, then gone.
+    MessageServer,
+    /// INVITE received over UDP, answered 486, never ACKed: Timer G, Timer H.
+    InviteServer,
+}
+
+const CROWD: [Crowd; 4] = [
+    Crowd::InviteClient,
+    Crowd::MessageClient,
+    Crowd::MessageServer,
+    Crowd::InviteServer,
+];
+
+fn start(l: &mut TransactionLayer, kind: Crowd, i: usize, now: Instant) -> String {
+    let branch = format!("z9hG4bKcrowd{i}");
+    let cseq = i as u32 + 1;
+    match kind {
+        Crowd::InviteClient | Crowd::MessageClient => {
+            let method = match kind {
+                Crowd::InviteClient => "INVITE",
+                _ => "MESSAGE",
+            };
+            let req = request(method, &branch, cseq, TransportKind::Udp);
+            l.send_request(req, target(TransportKind::Udp), now)
+                .unwrap();
+        }
+        Crowd::MessageServer | Crowd::InviteServer => {
+            let (method, status) = match kind {
+                Crowd::MessageServer => ("MESSAGE", 200),
+                _ => ("INVITE", 486),
+            };
+            let req = request(method, &branch, cseq, TransportKind::Udp);
+            let key = new_key(&receive(l, &req, TransportKind::Udp, now));
+            l.send_response(&key, response_to(&req, status.into(), Some("t")), now)
+                .unwrap();
+        }
+    }
+    branch
+}
+
+/// What happened to each transaction (by branch), at what time after it was
+/// started: "sent" for a transmission, "timeout" for a Timeout event.
+type Schedules = std::collections::HashMap<String, Vec<(Duration, &'static str)>>;
+
+fn record(
+    l: &mut TransactionLayer,
+    now: Instant,
+    starts: &std::collections::HashMap<String, Instant>,
+    out: &mut Schedules,
+) {
+    let started = |branch: &str| starts[branch];
+    for (_, msg) in drain(l) {
+        let headers = match &msg {
+            rsip::SipMessage::Request(r) => &r.headers,
+            rsip::SipMessage::Response(r) => &r.headers,
+        };
+        let branch = top_via(headers).unwrap().branch.unwrap();
+        let at = now - started(&branch);
+        out.entry(branch).or_default().push((at, "sent"));
+    }
+    for ev in events(l) {
+        match ev {
+            TxEvent::Timeout { key } => {
+                let at = now - started(&key.branch);
+                out.entry(key.branch).or_default().push((at, "timeout"));
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+}
+
+/// One transaction of `kind` alone: its schedule, and when it ended.
+fn alone(kind: Crowd) -> (Vec<(Duration, &'static str)>, Duration) {
+    let mut l = TransactionLayer::new(Timers::default());
+    let t0 = Instant::now();
+    let branch = start(&mut l, kind, 0, t0);
+    let starts = [(branch.clone(), t0)].into_iter().collect();
+    let mut out = Schedules::new();
+    record(&mut l, t0, &starts, &mut out);
+    let mut end = Duration::ZERO;
+    while let Some(at) = l.poll_timeout() {
+        l.handle_timeout(at);
+        record(&mut l, at, &starts, &mut out);
+        end = at - t0;
+    }
+    assert!(l.is_empty(), "{kind:?} ends");
+    (out.remove(&branch).unwrap(), end)
+}
+
+#[test]
+fn ten_thousand_concurrent_transactions_each_fire_at_their_own_deadlines() {
+    const N: usize = 10_000;
+    // Started 3 ms apart: 30 s of starts, so that every kind's timers
+    // overlap thousands of others', interleaved with the firing.
+    let spacing = Duration::from_millis(3);
+    let reference: Vec<_> = CROWD.iter().map(|&k| alone(k)).collect();
+    // The RFC's numbers, for one kind at least: A at 0.5, 1.5, 3.5, 7.5,
+    // 15.5, 31.5 s after the send; B at 32 s.
+    let invite: Vec<f64> = reference[0].0.iter().map(|(d, _)| secs(*d)).collect();
+    assert_eq!(invite, [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5, 32.0]);
+    assert_eq!(reference[0].0.last().unwrap().1, "timeout");
+    assert_eq!(reference[2].1, Duration::from_secs(32), "Timer J");
+
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(Timers::default());
+    let mut starts = Vec::with_capacity(N);
+    let mut started = std::collections::HashMap::with_capacity(N);
+    let mut out = Schedules::new();
+    // When each transaction must end, sorted: the live count at any time
+    // is the started ones minus the ended ones.
+    let mut ends: Vec<Instant> = (0..N)
+        .map(|i| t0 + spacing * i as u32 + reference[i % 4].1)
+        .collect();
+    ends.sort();
+    let mut last = t0;
+    let mut peak = 0;
+    loop {
+        let next_start = (starts.len() < N).then(|| t0 + spacing * starts.len() as u32);
+        let now = match (next_start, l.poll_timeout()) {
+            (Some(s), Some(d)) if d < s => {
+                l.handle_timeout(d);
+                d
+            }
+            (Some(s), _) => {
+                let i = starts.len();
+                let branch = start(&mut l, CROWD[i % 4], i, s);
+                started.insert(branch.clone(), s);
+                starts.push(branch);
+                s
+            }
+            (None, Some(d)) => {
+                l.handle_timeout(d);
+                d
+            }
+            (None, None) => break,
+        };
+        assert!(now >= last, "the clock never runs backwards");
+        last = now;
+        record(&mut l, now, &started, &mut out);
+        let ended = ends.partition_point(|&e| e <= now);
+        assert_eq!(l.len(), starts.len() - ended, "live at {:?}", now - t0);
+        peak = peak.max(l.len());
+    }
+    assert!(peak > 5_000, "the crowd overlapped: {peak} live at most");
+    assert!(l.is_empty());
+    assert_eq!(out.len(), N);
+    for (i, branch) in starts.iter().enumerate() {
+        assert_eq!(
+            out[branch],
+            reference[i % 4].0,
+            "transaction {i} ({:?}) fired as it does alone",
+            CROWD[i % 4]
+        );
+    }
+}
+
+#[test]
+fn a_late_clock_catches_up_every_due_timer_in_one_call() {
+    // The driver may wake late: one handle_timeout then fires everything
+    // due, each transaction's retransmissions all, none lost.
+    let mut l = TransactionLayer::new(Timers::default());
+    let t0 = Instant::now();
+    for i in 0..1_000 {
+        start(&mut l, Crowd::InviteClient, i, t0);
+    }
+    assert_eq!(drain(&mut l).len(), 1_000);
+    assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+    // At 4 s: A at 0.5, 1.5 and 3.5 s for each, at once.
+    l.handle_timeout(t0 + Duration::from_secs(4));
+    assert_eq!(drain(&mut l).len(), 3_000);
+    assert!(events(&mut l).is_empty());
+    assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_millis(7_500)));
+    // Past B: the rest of the retransmissions, then every one times out.
+    l.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(drain(&mut l).len(), 3_000);
+    let evs = events(&mut l);
+    assert_eq!(evs.len(), 1_000);
+    assert!(evs.iter().all(|e| matches!(e, TxEvent::Timeout { .. })));
+    assert!(l.is_empty());
+    assert_eq!(l.poll_timeout(), None);
+}
+
+#[test]
+fn a_request_for_nobody_can_be_answered_and_forgotten() {
+    // RFC 3261 §8.2.7: a stateless answer holds nothing; a retransmission
+    // comes up again as new, to be answered again.
+    let mut l = TransactionLayer::new(Timers::default());
+    let t0 = Instant::now();
+    let msg = request("MESSAGE", "z9hG4bKnobody", 1, TransportKind::Udp);
+    let key = new_key(&receive(&mut l, &msg, TransportKind::Udp, t0));
+    assert!(matches!(
+        l.send_response_and_forget(&key, response_to(&msg, 100.into(), None), t0),
+        Err(TxError::NotFinal { status: 100, .. })
+    ));
+    l.send_response_and_forget(&key, response_to(&msg, 404.into(), Some("t")), t0)
+        .unwrap();
+    let out = drain(&mut l);
+    assert_eq!(out.len(), 1);
+    assert_eq!(as_response(&out[0].1).status_code.code(), 404);
+    assert!(l.is_empty());
+    assert_eq!(l.poll_timeout(), None);
+    let again = new_key(&receive(
+        &mut l,
+        &msg,
+        TransportKind::Udp,
+        t0 + Duration::from_millis(500),
+    ));
+    assert_eq!(again, key);
+    // A real user's transaction answered the usual way keeps Timer J.
+    let mine = request("MESSAGE", "z9hG4bKmine", 2, TransportKind::Udp);
+    let k = new_key(&receive(&mut l, &mine, TransportKind::Udp, t0));
+    l.send_response(&k, response_to(&mine, 200.into(), Some("t")), t0)
+        .unwrap();
+    drain(&mut l);
+    assert!(
+        receive(
+            &mut l,
+            &mine,
+            TransportKind::Udp,
+            t0 + Duration::from_secs(1)
+        )
+        .is_empty()
+    );
+    assert_eq!(drain(&mut l).len(), 1, "the 200 again");
+}

@@ -4,6 +4,11 @@
 //!
 //! The driver sleeps until the next message, command or the layer's
 //! `poll_timeout`; all protocol decisions are the layer's.
+//!
+//! What the sockets read reaches the driver over a bounded queue (see
+//! `transport`): under a flood, datagrams are shed at the edge and counted,
+//! and the count reaches the TU as one [`TxEvent::Stray`] ("N datagrams
+//! dropped: receive queue full") at most once a second.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -16,7 +21,7 @@ use super::framing::{ParseError, Parsed, Reading, encode, read_datagram, read_me
 use super::transaction::{
     Target, Timers, TransactionLayer, TransportKind, TxError, TxEvent, TxKey,
 };
-use super::transport::{NetEvent, TransportError, Transports};
+use super::transport::{NetEvent, NetSenders, RECEIVE_QUEUE, TransportError, Transports};
 
 /// Where to listen; port 0 picks a free port.
 #[derive(Clone, Debug)]
@@ -60,6 +65,11 @@ enum Command {
         response: rsip::Response,
         reply: oneshot::Sender<Result<(), TxError>>,
     },
+    SendResponseAndForget {
+        key: TxKey,
+        response: rsip::Response,
+        reply: oneshot::Sender<Result<(), TxError>>,
+    },
     SendStateless {
         message: rsip::SipMessage,
         target: Target,
@@ -88,8 +98,12 @@ impl Endpoint {
     pub async fn bind(
         config: EndpointConfig,
     ) -> Result<(Endpoint, mpsc::UnboundedReceiver<TxEvent>), TransportError> {
-        let (net_tx, net_rx) = mpsc::unbounded_channel();
+        // What was read comes bounded (a flood is shed at the edge), the
+        // rest unbounded: see `transport`.
+        let (inbound, inbound_rx) = mpsc::channel(RECEIVE_QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
         let (accept_tx, accept_rx) = mpsc::unbounded_channel();
+        let net_tx = NetSenders { inbound, control };
         let transports = Transports::bind(config.udp, config.tcp, net_tx, accept_tx).await?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -103,7 +117,7 @@ impl Endpoint {
             transports,
             events: event_tx,
         };
-        tokio::spawn(driver.run(cmd_rx, net_rx, accept_rx));
+        tokio::spawn(driver.run(cmd_rx, inbound_rx, control_rx, accept_rx));
         Ok((endpoint, event_rx))
     }
 
@@ -142,6 +156,28 @@ impl Endpoint {
         let (reply, rx) = oneshot::channel();
         self.call(
             Command::SendResponse {
+                key: key.clone(),
+                response,
+                reply,
+            },
+            rx,
+        )
+        .await?
+        .map_err(EndpointError::from)
+    }
+
+    /// Sends a final response and forgets the server transaction at once
+    /// (RFC 3261 §8.2.7 stateless UAS): for a request that belongs to no
+    /// test user, so that a flood of them holds no state. See
+    /// [`TransactionLayer::send_response_and_forget`].
+    pub async fn send_response_and_forget(
+        &self,
+        key: &TxKey,
+        response: rsip::Response,
+    ) -> Result<(), EndpointError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(
+            Command::SendResponseAndForget {
                 key: key.clone(),
                 response,
                 reply,
@@ -210,7 +246,8 @@ impl Driver {
     async fn run(
         mut self,
         mut cmd_rx: mpsc::UnboundedReceiver<Command>,
-        mut net_rx: mpsc::UnboundedReceiver<NetEvent>,
+        mut inbound_rx: mpsc::Receiver<NetEvent>,
+        mut control_rx: mpsc::UnboundedReceiver<NetEvent>,
         mut accept_rx: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
     ) {
         loop {
@@ -235,7 +272,8 @@ impl Driver {
                         return;
                     }
                 },
-                Some(ev) = net_rx.recv() => self.net(ev),
+                Some(ev) = inbound_rx.recv() => self.net(ev),
+                Some(ev) = control_rx.recv() => self.net(ev),
                 Some((stream, peer)) = accept_rx.recv() => self.transports.adopt(stream, peer),
                 () = sleep => self.layer.handle_timeout(Instant::now()),
             }
@@ -259,6 +297,13 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.layer.send_response(&key, response, now));
+            }
+            Command::SendResponseAndForget {
+                key,
+                response,
+                reply,
+            } => {
+                let _ = reply.send(self.layer.send_response_and_forget(&key, response, now));
             }
             Command::SendStateless {
                 message,
@@ -316,6 +361,16 @@ impl Driver {
                         source,
                     ),
                 }
+            }
+            NetEvent::Shed {
+                datagrams,
+                last_from,
+            } => {
+                // One stray for many: the flood is counted, not replayed.
+                self.layer.report_stray(
+                    format!("{datagrams} datagrams dropped: receive queue full"),
+                    Target::udp(last_from),
+                );
             }
             NetEvent::UdpSendFailed { to, error } => {
                 self.layer.report_stray(error, Target::udp(to));

@@ -20,8 +20,15 @@
 //!   number) arrives, or 64·T1 passes → Timeout (RFC 6026 Accepted, Timer L).
 //! - non-INVITE server: J (64·T1 on UDP, 0 on TCP) absorbs retransmissions
 //!   and re-sends the last response.
+//!
+//! Cost: each transaction keeps one entry, its earliest deadline, in a timer
+//! queue ordered by (deadline, arming order). [`TransactionLayer::poll_timeout`]
+//! reads the first entry, [`TransactionLayer::handle_timeout`] pops only the
+//! due ones, and a message touches only its own transaction: nothing scans
+//! every live transaction, so a flood of requests for nobody (each a server
+//! transaction for 64·T1) costs O(log n) a message, not O(n).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -194,6 +201,8 @@ pub enum TxError {
         status: u16,
         attempted: u16,
     },
+    #[error("transaction {key} can only be forgotten after a final response, not {status}")]
+    NotFinal { key: TxKey, status: u16 },
     #[error("response CSeq method {response} does not match transaction {key}")]
     MethodMismatch { key: TxKey, response: String },
 }
@@ -321,6 +330,14 @@ struct ClientTx {
     end_at: Option<Instant>,
     /// The ACK we generated for a non-2xx final.
     ack: Option<rsip::Request>,
+    /// This transaction's entry in the timer queue.
+    armed: Option<Slot>,
+}
+
+impl ClientTx {
+    fn next_deadline(&self) -> Option<Instant> {
+        earliest(self.retransmit_at, self.timeout_at, self.end_at)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +370,23 @@ struct ServerTx {
     timeout_at: Option<Instant>,
     /// Timer I / J / L: end.
     end_at: Option<Instant>,
+    /// This transaction's entry in the timer queue.
+    armed: Option<Slot>,
+}
+
+impl ServerTx {
+    fn next_deadline(&self) -> Option<Instant> {
+        earliest(self.retransmit_at, self.timeout_at, self.end_at)
+    }
+}
+
+/// A place in the timer queue: the deadline, then the order of arming, so
+/// that two transactions due at the same instant fire in the order they were
+/// armed and never collide.
+type Slot = (Instant, u64);
+
+fn earliest(a: Option<Instant>, b: Option<Instant>, c: Option<Instant>) -> Option<Instant> {
+    [a, b, c].into_iter().flatten().min()
 }
 
 /// The transaction layer: every client and server transaction of an endpoint.
@@ -361,6 +395,16 @@ pub struct TransactionLayer {
     timers: Timers,
     clients: HashMap<TxKey, ClientTx>,
     servers: HashMap<TxKey, ServerTx>,
+    /// Every transaction with a timer running, once, at its earliest
+    /// deadline.
+    deadlines: BTreeMap<Slot, TxKey>,
+    /// The next arming order.
+    armings: u64,
+    /// INVITE server transactions by Call-ID and CSeq number: an ACK for a
+    /// 2xx carries a branch of its own and is matched by these.
+    /// (A set: a peer may send many with one Call-ID and CSeq, each with a
+    /// branch of its own; removing one must not cost the others.)
+    invites: HashMap<(String, u32), HashSet<TxKey>>,
     transmits: VecDeque<(Target, rsip::SipMessage)>,
     events: VecDeque<TxEvent>,
 }
@@ -371,6 +415,9 @@ impl TransactionLayer {
             timers,
             clients: HashMap::new(),
             servers: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            armings: 0,
+            invites: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -446,8 +493,10 @@ impl TransactionLayer {
             timeout_at: Some(now + t64),
             end_at: None,
             ack: None,
+            armed: None,
         };
         self.clients.insert(key.clone(), tx);
+        self.arm(&key);
         self.transmits.push_back((target, request.into()));
         Ok(key)
     }
@@ -509,7 +558,32 @@ impl TransactionLayer {
         tx.last_response = Some(response.clone());
         self.transmits.push_back((tx.source, response.into()));
         // A reliable non-INVITE server transaction ends at once (Timer J = 0).
-        self.reap(now);
+        self.settle(key, now);
+        Ok(())
+    }
+
+    /// Sends a final response and forgets the server transaction at once:
+    /// RFC 3261 §8.2.7's stateless UAS, for a request that belongs to no
+    /// one (a flood of them then holds no state for 64·T1 each). A
+    /// retransmission of the request comes up again as a new request, to be
+    /// answered again; for an INVITE, the peer's ACK to a non-2xx comes up
+    /// as an ACK without a transaction. Real test users' requests keep
+    /// [`TransactionLayer::send_response`].
+    pub fn send_response_and_forget(
+        &mut self,
+        key: &TxKey,
+        response: rsip::Response,
+        now: Instant,
+    ) -> Result<(), TxError> {
+        let status = status_of(&response);
+        if status < 200 {
+            return Err(TxError::NotFinal {
+                key: key.clone(),
+                status,
+            });
+        }
+        self.send_response(key, response, now)?;
+        self.remove_server(key);
         Ok(())
     }
 
@@ -553,7 +627,7 @@ impl TransactionLayer {
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
-            if let Some(tx) = self.clients.remove(&key)
+            if let Some(tx) = self.remove_client(&key)
                 && matches!(tx.state, ClientState::Initial | ClientState::Proceeding)
             {
                 self.events.push_back(TxEvent::Timeout { key });
@@ -566,7 +640,7 @@ impl TransactionLayer {
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
-            if let Some(tx) = self.servers.remove(&key)
+            if let Some(tx) = self.remove_server(&key)
                 && matches!(
                     tx.state,
                     ServerState::Accepted | ServerState::Completed | ServerState::Proceeding
@@ -643,7 +717,7 @@ impl TransactionLayer {
         }
         let t64 = self.timer_64t1();
         self.servers.insert(
-            key,
+            key.clone(),
             ServerTx {
                 invite: false,
                 source,
@@ -660,6 +734,7 @@ impl TransactionLayer {
                 } else {
                     now + t64
                 }),
+                armed: None,
             },
         );
         self.transmits.push_back((source, response.into()));
@@ -668,7 +743,7 @@ impl TransactionLayer {
             reason,
             source,
         });
-        self.reap(now);
+        self.settle(&key, now);
     }
 
     fn incoming_request(&mut self, request: rsip::Request, source: Target, now: Instant) {
@@ -750,7 +825,7 @@ impl TransactionLayer {
             ServerTx {
                 invite,
                 source,
-                call_id,
+                call_id: call_id.clone(),
                 cseq,
                 state: if invite {
                     ServerState::Proceeding
@@ -763,8 +838,16 @@ impl TransactionLayer {
                 timeout_at: None,
                 // A TU that never answers a non-INVITE must not leak it.
                 end_at: (!invite).then(|| now + t64 * 4),
+                armed: None,
             },
         );
+        if invite {
+            self.invites
+                .entry((call_id, cseq))
+                .or_default()
+                .insert(key.clone());
+        }
+        self.arm(&key);
         self.events.push_back(TxEvent::Request {
             key: Some(key),
             request,
@@ -787,15 +870,16 @@ impl TransactionLayer {
         let matched = if self.servers.contains_key(&key) {
             Some(key)
         } else {
-            self.servers
-                .iter()
-                .find(|(_, tx)| {
-                    tx.invite
-                        && tx.call_id == call_id
-                        && tx.cseq == cseq
-                        && matches!(tx.state, ServerState::Accepted | ServerState::Acked)
+            self.invites
+                .get(&(call_id.to_string(), cseq))
+                .into_iter()
+                .flatten()
+                .find(|k| {
+                    self.servers.get(*k).is_some_and(|tx| {
+                        matches!(tx.state, ServerState::Accepted | ServerState::Acked)
+                    })
                 })
-                .map(|(k, _)| k.clone())
+                .cloned()
         };
         let Some(k) = matched else {
             // An ACK for a 2xx whose transaction has ended: the TU's business.
@@ -819,7 +903,7 @@ impl TransactionLayer {
                 } else {
                     now + t4
                 });
-                self.reap(now);
+                self.settle(&k, now);
             }
             ServerState::Accepted => {
                 tx.state = ServerState::Acked;
@@ -832,6 +916,7 @@ impl TransactionLayer {
                     request,
                     source,
                 });
+                self.settle(&k, now);
             }
             // Confirmed / Acked: a retransmitted ACK, absorbed.
             ServerState::Confirmed | ServerState::Acked => {}
@@ -926,6 +1011,7 @@ impl TransactionLayer {
                 );
             }
         }
+        self.settle(&key, now);
         if pass_up {
             self.events.push_back(TxEvent::Response {
                 key,
@@ -933,90 +1019,163 @@ impl TransactionLayer {
                 retransmission,
             });
         }
-        self.reap(now);
     }
 
-    /// Fires every timer due at `now`.
+    /// Fires every timer due at `now`, in deadline order; costs only the
+    /// due transactions.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let timers = self.timers;
-        let mut events = Vec::new();
-        let mut transmits = Vec::new();
-        for (key, tx) in self.clients.iter_mut() {
-            while let Some(at) = tx.retransmit_at
-                && at <= now
-            {
-                transmits.push((tx.target, rsip::SipMessage::from(tx.request.clone())));
-                tx.interval = if tx.invite {
-                    tx.interval * 2
-                } else {
-                    (tx.interval * 2).min(timers.t2)
-                };
-                tx.retransmit_at = Some(at + tx.interval);
-                if let Some(t) = tx.timeout_at
-                    && at + tx.interval >= t
-                {
-                    tx.retransmit_at = None;
-                }
+        while let Some(entry) = self.deadlines.first_entry()
+            && entry.key().0 <= now
+        {
+            let key = entry.remove();
+            match key.role {
+                Role::Client => self.fire_client(&key, now),
+                Role::Server => self.fire_server(&key, now),
             }
-            if let Some(t) = tx.timeout_at
-                && t <= now
-            {
-                events.push(TxEvent::Timeout { key: key.clone() });
-                tx.timeout_at = None;
-                tx.retransmit_at = None;
-                tx.end_at = Some(now);
-            }
+            self.settle(&key, now);
         }
-        for (key, tx) in self.servers.iter_mut() {
-            while let Some(at) = tx.retransmit_at
-                && at <= now
-            {
-                if let Some(r) = &tx.last_response {
-                    transmits.push((tx.source, rsip::SipMessage::from(r.clone())));
-                }
-                tx.interval = (tx.interval * 2).min(timers.t2);
-                tx.retransmit_at = Some(at + tx.interval);
-                if let Some(t) = tx.timeout_at
-                    && at + tx.interval >= t
-                {
-                    tx.retransmit_at = None;
-                }
-            }
-            if let Some(t) = tx.timeout_at
-                && t <= now
-            {
-                events.push(TxEvent::Timeout { key: key.clone() });
-                tx.timeout_at = None;
-                tx.retransmit_at = None;
-                tx.end_at = Some(now);
-            }
-        }
-        self.events.extend(events);
-        self.transmits.extend(transmits);
-        self.reap(now);
     }
 
-    /// Drops transactions whose end timer has passed.
-    fn reap(&mut self, now: Instant) {
-        self.clients
-            .retain(|_, tx| tx.end_at.is_none_or(|t| t > now));
-        self.servers
-            .retain(|_, tx| tx.end_at.is_none_or(|t| t > now));
+    /// Timers A/E (retransmit) and B/F (timeout) of one client transaction
+    /// (whose queue entry the caller has taken).
+    fn fire_client(&mut self, key: &TxKey, now: Instant) {
+        let timers = self.timers;
+        let Some(tx) = self.clients.get_mut(key) else {
+            return;
+        };
+        tx.armed = None;
+        while let Some(at) = tx.retransmit_at
+            && at <= now
+        {
+            self.transmits
+                .push_back((tx.target, rsip::SipMessage::from(tx.request.clone())));
+            tx.interval = if tx.invite {
+                tx.interval * 2
+            } else {
+                (tx.interval * 2).min(timers.t2)
+            };
+            tx.retransmit_at = Some(at + tx.interval);
+            if let Some(t) = tx.timeout_at
+                && at + tx.interval >= t
+            {
+                tx.retransmit_at = None;
+            }
+        }
+        if let Some(t) = tx.timeout_at
+            && t <= now
+        {
+            self.events.push_back(TxEvent::Timeout { key: key.clone() });
+            tx.timeout_at = None;
+            tx.retransmit_at = None;
+            tx.end_at = Some(now);
+        }
+    }
+
+    /// The 2xx / G retransmissions and Timer H / L of one server transaction
+    /// (whose queue entry the caller has taken).
+    fn fire_server(&mut self, key: &TxKey, now: Instant) {
+        let timers = self.timers;
+        let Some(tx) = self.servers.get_mut(key) else {
+            return;
+        };
+        tx.armed = None;
+        while let Some(at) = tx.retransmit_at
+            && at <= now
+        {
+            if let Some(r) = &tx.last_response {
+                self.transmits
+                    .push_back((tx.source, rsip::SipMessage::from(r.clone())));
+            }
+            tx.interval = (tx.interval * 2).min(timers.t2);
+            tx.retransmit_at = Some(at + tx.interval);
+            if let Some(t) = tx.timeout_at
+                && at + tx.interval >= t
+            {
+                tx.retransmit_at = None;
+            }
+        }
+        if let Some(t) = tx.timeout_at
+            && t <= now
+        {
+            self.events.push_back(TxEvent::Timeout { key: key.clone() });
+            tx.timeout_at = None;
+            tx.retransmit_at = None;
+            tx.end_at = Some(now);
+        }
+    }
+
+    /// After a transaction's timers changed: drops it if its end has come,
+    /// else moves its queue entry to its earliest deadline.
+    fn settle(&mut self, key: &TxKey, now: Instant) {
+        let ended = match key.role {
+            Role::Client => self.clients.get(key).map(|tx| tx.end_at),
+            Role::Server => self.servers.get(key).map(|tx| tx.end_at),
+        };
+        match ended {
+            None => {}
+            Some(Some(end)) if end <= now => match key.role {
+                Role::Client => drop(self.remove_client(key)),
+                Role::Server => drop(self.remove_server(key)),
+            },
+            Some(_) => self.arm(key),
+        }
+    }
+
+    /// Puts the transaction's earliest deadline in the queue, replacing the
+    /// entry it had (if the deadline moved).
+    fn arm(&mut self, key: &TxKey) {
+        let (next, armed) = match key.role {
+            Role::Client => match self.clients.get_mut(key) {
+                Some(tx) => (tx.next_deadline(), &mut tx.armed),
+                None => return,
+            },
+            Role::Server => match self.servers.get_mut(key) {
+                Some(tx) => (tx.next_deadline(), &mut tx.armed),
+                None => return,
+            },
+        };
+        if armed.map(|(at, _)| at) == next {
+            return;
+        }
+        if let Some(old) = armed.take() {
+            self.deadlines.remove(&old);
+        }
+        if let Some(at) = next {
+            let slot = (at, self.armings);
+            self.armings += 1;
+            self.deadlines.insert(slot, key.clone());
+            *armed = Some(slot);
+        }
+    }
+
+    fn remove_client(&mut self, key: &TxKey) -> Option<ClientTx> {
+        let tx = self.clients.remove(key)?;
+        if let Some(slot) = tx.armed {
+            self.deadlines.remove(&slot);
+        }
+        Some(tx)
+    }
+
+    fn remove_server(&mut self, key: &TxKey) -> Option<ServerTx> {
+        let tx = self.servers.remove(key)?;
+        if let Some(slot) = tx.armed {
+            self.deadlines.remove(&slot);
+        }
+        if tx.invite {
+            let index = (tx.call_id.clone(), tx.cseq);
+            if let Some(keys) = self.invites.get_mut(&index) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.invites.remove(&index);
+                }
+            }
+        }
+        Some(tx)
     }
 
     /// The earliest deadline of any timer, for the driver to sleep until.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let c = self
-            .clients
-            .values()
-            .flat_map(|tx| [tx.retransmit_at, tx.timeout_at, tx.end_at])
-            .flatten();
-        let s = self
-            .servers
-            .values()
-            .flat_map(|tx| [tx.retransmit_at, tx.timeout_at, tx.end_at])
-            .flatten();
-        c.chain(s).min()
+        self.deadlines.first_key_value().map(|(&(at, _), _)| at)
     }
 
     /// The next message to put on the wire.

@@ -2,8 +2,22 @@
 //! on streams; no protocol logic (that is the transaction layer's).
 //!
 //! Each socket reader runs as its own task and reports [`NetEvent`]s to the
-//! driver over one channel; each TCP connection is one task that both reads
-//! (framed by [`StreamDecoder`]) and writes what the driver queues for it.
+//! driver; each TCP connection is one task that both reads (framed by
+//! [`StreamDecoder`]) and writes what the driver queues for it.
+//!
+//! Messages come in over a bounded queue ([`RECEIVE_QUEUE`] messages), so a
+//! flood is shed at the edge instead of piling up in front of the protocol
+//! task: a datagram that finds the queue full is dropped and counted (UDP
+//! may lose it; SIP retransmits what mattered). The last [`RESERVED`] places
+//! are kept for light senders: once fewer are free, a datagram from a
+//! source that sent an eighth or more of the recent datagrams (weighed over
+//! windows of [`WINDOW`], the older halved) is dropped too, so that one flooding peer cannot crowd out the SUT. The
+//! count reaches the
+//! driver as one [`NetEvent::Shed`] at most once per [`SHED_REPORT`]; a TCP
+//! connection whose message finds the queue full waits, so TCP's own flow
+//! control slows its sender. Everything else (send failures, closed
+//! connections, shed counts) comes over a separate unbounded queue: those are
+//! few, and must never be lost.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +34,18 @@ use super::transaction::TransportKind;
 
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// Messages read but not yet taken by the driver, at most.
+pub(crate) const RECEIVE_QUEUE: usize = 1_024;
+
+/// Places of the receive queue that a heavy sender cannot take.
+pub(crate) const RESERVED: usize = RECEIVE_QUEUE / 4;
+
+/// Datagrams over which senders are weighed.
+const WINDOW: u32 = 1_024;
+
+/// Shed datagrams are reported at most this often.
+pub(crate) const SHED_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -64,6 +90,21 @@ pub(crate) enum NetEvent {
         error: Option<String>,
         connect_failed: bool,
     },
+    /// `datagrams` UDP datagrams arrived while the receive queue was full
+    /// and were dropped unread (since the last such report), the last of
+    /// them from `last_from`.
+    Shed {
+        datagrams: u64,
+        last_from: SocketAddr,
+    },
+}
+
+/// The two queues into the driver: `inbound` (bounded) carries what was
+/// read, `control` (unbounded) everything else.
+#[derive(Clone, Debug)]
+pub(crate) struct NetSenders {
+    pub(crate) inbound: mpsc::Sender<NetEvent>,
+    pub(crate) control: mpsc::UnboundedSender<NetEvent>,
 }
 
 /// The endpoint's sockets and live TCP connections.
@@ -74,7 +115,7 @@ pub(crate) struct Transports {
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
-    net_tx: mpsc::UnboundedSender<NetEvent>,
+    net_tx: NetSenders,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -82,7 +123,7 @@ impl Transports {
     pub(crate) async fn bind(
         udp: Option<SocketAddr>,
         tcp: Option<SocketAddr>,
-        net_tx: mpsc::UnboundedSender<NetEvent>,
+        net_tx: NetSenders,
         accept_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     ) -> Result<Self, TransportError> {
         // Bind every socket before spawning any task, so that a failed bind
@@ -132,7 +173,7 @@ impl Transports {
                 let sock = Arc::new(sock);
                 tasks.push(tokio::spawn(udp_reader(sock.clone(), net_tx.clone())));
                 let (tx, rx) = mpsc::unbounded_channel();
-                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.clone())));
+                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.control.clone())));
                 (Some(tx), Some(local))
             }
             None => (None, None),
@@ -194,7 +235,7 @@ impl Transports {
             match TcpStream::connect(to).await {
                 Ok(stream) => run_connection(stream, to, rx, net_tx).await,
                 Err(e) => {
-                    let _ = net_tx.send(NetEvent::StreamClosed {
+                    let _ = net_tx.control.send(NetEvent::StreamClosed {
                         peer: to,
                         error: Some(format!("connect failed: {e}")),
                         connect_failed: true,
@@ -231,28 +272,91 @@ impl Drop for Transports {
     }
 }
 
-async fn udp_reader(sock: Arc<UdpSocket>, net_tx: mpsc::UnboundedSender<NetEvent>) {
+async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Dropped since the last report, and when the next report may go.
+    let mut shed = 0u64;
+    let mut last_from = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut weigher = Weigher::default();
+    let mut report_at = tokio::time::Instant::now();
     loop {
-        match sock.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                let event = NetEvent::Datagram {
-                    bytes: buf[..n].to_vec(),
-                    from,
-                };
-                if net_tx.send(event).is_err() {
+        tokio::select! {
+            // Cancel-safe: a datagram is either read or left in the socket.
+            read = sock.recv_from(&mut buf) => match read {
+                Ok((n, from)) => {
+                    let admitted = if !weigher.admit(from, net_tx.inbound.capacity()) {
+                        Err(None)
+                    } else {
+                        let event = NetEvent::Datagram {
+                            bytes: buf[..n].to_vec(),
+                            from,
+                        };
+                        net_tx.inbound.try_send(event).map_err(Some)
+                    };
+                    match admitted {
+                        Ok(()) => {}
+                        Err(None | Some(mpsc::error::TrySendError::Full(_))) => {
+                            if shed == 0 {
+                                report_at = report_at.max(tokio::time::Instant::now());
+                            }
+                            shed += 1;
+                            last_from = from;
+                        }
+                        Err(Some(mpsc::error::TrySendError::Closed(_))) => return,
+                    }
+                }
+                // ICMP port unreachable from an earlier send surfaces here on
+                // Linux (ECONNREFUSED): not fatal for the socket.
+                Err(_) => {
+                    if net_tx.control.is_closed() {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            },
+            () = tokio::time::sleep_until(report_at), if shed > 0 => {
+                if net_tx.control.send(NetEvent::Shed { datagrams: shed, last_from }).is_err() {
                     return;
                 }
-            }
-            // ICMP port unreachable from an earlier send surfaces here on
-            // Linux (ECONNREFUSED): not fatal for the socket.
-            Err(_) => {
-                if net_tx.is_closed() {
-                    return;
-                }
-                tokio::task::yield_now().await;
+                shed = 0;
+                report_at += SHED_REPORT;
             }
         }
+    }
+}
+
+/// Weighs senders by their share of the recent datagrams (the source
+/// address, port included: a SUT sends from its own).
+#[derive(Debug, Default)]
+struct Weigher {
+    counts: HashMap<SocketAddr, u32>,
+    seen: u32,
+}
+
+impl Weigher {
+    /// Whether a datagram from `from` may take one of `free` places left in
+    /// the receive queue (counting it either way).
+    fn admit(&mut self, from: SocketAddr, free: usize) -> bool {
+        let heavy = self.heavy(from);
+        free > RESERVED || (!heavy && free > 0)
+    }
+
+    /// Counts one datagram from `from`; true if `from` sent an eighth or
+    /// more of the recent datagrams (this window's, and half the weight of
+    /// the windows before).
+    fn heavy(&mut self, from: SocketAddr) -> bool {
+        if self.seen >= WINDOW {
+            // A new window: last window's weights carry over halved.
+            self.counts.retain(|_, n| {
+                *n /= 2;
+                *n > 0
+            });
+            self.seen /= 2;
+        }
+        self.seen += 1;
+        let n = self.counts.entry(from).or_insert(0);
+        *n += 1;
+        *n >= WINDOW / 8
     }
 }
 
@@ -295,7 +399,7 @@ async fn run_connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    net_tx: mpsc::UnboundedSender<NetEvent>,
+    net_tx: NetSenders,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -311,7 +415,9 @@ async fn run_connection(
                     loop {
                         match decoder.next_message() {
                             Ok(Some(bytes)) => {
-                                if net_tx.send(NetEvent::Stream { bytes, from: peer }).is_err() {
+                                // A full queue holds this connection's
+                                // reading back: TCP flow control does the rest.
+                                if net_tx.inbound.send(NetEvent::Stream { bytes, from: peer }).await.is_err() {
                                     return;
                                 }
                             }
@@ -342,9 +448,71 @@ async fn run_connection(
         }
     };
     let _ = wr.shutdown().await;
-    let _ = net_tx.send(NetEvent::StreamClosed {
+    let _ = net_tx.control.send(NetEvent::StreamClosed {
         peer,
         error,
         connect_failed: false,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_flooding_sender_cannot_take_the_reserved_places() {
+        let mut w = Weigher::default();
+        let (flood, sut) = (addr(1), addr(5060));
+        for _ in 0..10 * WINDOW {
+            assert!(w.admit(flood, RESERVED + 1), "room beyond the reserve");
+        }
+        assert!(!w.admit(flood, RESERVED), "the reserve is not the flood's");
+        assert!(!w.admit(flood, 1));
+        // The SUT, a few datagrams among thousands, still gets in, until
+        // the queue is full.
+        for _ in 0..10 {
+            assert!(w.admit(sut, RESERVED));
+            assert!(w.admit(sut, 1));
+            assert!(!w.admit(sut, 0));
+            for _ in 0..100 {
+                w.admit(flood, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_busy_sender_is_refused_nothing_while_there_is_room() {
+        // In a calm run the SUT sends every datagram: heavy, but the queue
+        // never fills, so nothing of it is dropped.
+        let mut w = Weigher::default();
+        for _ in 0..10 * WINDOW {
+            assert!(w.admit(addr(5060), RECEIVE_QUEUE - 3));
+        }
+    }
+
+    #[test]
+    fn a_sender_that_stops_flooding_is_light_again_after_a_few_windows() {
+        let mut w = Weigher::default();
+        let (was_flooding, others) = (addr(1), 1000..1500u16);
+        for _ in 0..WINDOW {
+            w.admit(was_flooding, RECEIVE_QUEUE);
+        }
+        assert!(!w.admit(was_flooding, RESERVED));
+        // Many other light senders for a while: the old weight halves each
+        // window.
+        for _ in 0..8 {
+            for p in others.clone().cycle().take(WINDOW as usize) {
+                assert!(w.admit(addr(p), RESERVED), "a light sender");
+            }
+        }
+        assert!(w.admit(was_flooding, RESERVED));
+        assert!(
+            w.counts.len() <= WINDOW as usize,
+            "the weights stay bounded"
+        );
+    }
 }
