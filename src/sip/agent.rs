@@ -237,8 +237,12 @@ impl Agent {
             } else {
                 404
             };
-            let response = response_to(&request, rsip::StatusCode::from(status), Some(&new_tag()));
-            let _ = self.endpoint.send_response(&key, response).await;
+            // Answered statelessly (RFC 3261 §8.2.7): a flood of requests for
+            // nobody holds no transaction. The To tag comes from the branch,
+            // so a retransmission gets the same answer.
+            let tag = stateless_tag(&key.branch);
+            let response = response_to(&request, rsip::StatusCode::from(status), Some(&tag));
+            let _ = self.endpoint.send_response_and_forget(&key, response).await;
         }
     }
 }
@@ -380,4 +384,13 @@ pub fn describe(event: &TxEvent) -> String {
         TxEvent::Stray { reason, .. } => format!("unreadable: {reason}"),
         TxEvent::Rejected { reason, .. } => format!("rejected: {reason}"),
     }
+}
+
+/// The To tag a stateless answer gives a request: the same for every copy of
+/// it (its branch), different across requests.
+fn stateless_tag(branch: &str) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    branch.hash(&mut h);
+    format!("nb{:016x}", h.finish())
 }
