@@ -867,6 +867,12 @@ impl TransactionLayer {
         let t4 = self.timers.t4;
         // Same branch as the INVITE: the ACK for a non-2xx final (or a peer
         // reusing the branch for the 2xx ACK).
+        // Otherwise the 2xx's dialog: Call-ID and CSeq, and both tags, for a
+        // proxy keeps one Call-ID (and may keep one CSeq) on both legs.
+        let tags = (
+            super::message::from_tag(&request),
+            super::message::to_tag(&request),
+        );
         let matched = if self.servers.contains_key(&key) {
             Some(key)
         } else {
@@ -877,6 +883,9 @@ impl TransactionLayer {
                 .find(|k| {
                     self.servers.get(*k).is_some_and(|tx| {
                         matches!(tx.state, ServerState::Accepted | ServerState::Acked)
+                            && tx.last_response.as_ref().is_none_or(|r| {
+                                (super::message::from_tag(r), super::message::to_tag(r)) == tags
+                            })
                     })
                 })
                 .cloned()
