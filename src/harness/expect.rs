@@ -504,6 +504,16 @@ mod tests {
         let d = sequence_diff(&s(&["A", "B"]), &s(&["C"]));
         pretty_assertions::assert_eq!(d, "+ C\n- A\n- B");
         assert_eq!(sequence_diff(&s(&["A"]), &s(&["A"])), "  A");
+        // Where the table, not the next line, decides what to drop first
+        // (cases found by cargo mutants against the table's arithmetic).
+        for (expected, observed, diff) in [
+            (&["A", "B"][..], &["B"][..], "- A\n  B"),
+            (&["A", "B"], &["B", "B"], "+ B\n- A\n  B"),
+            (&["A", "B"], &["B", "C", "A"], "+ B\n+ C\n  A\n- B"),
+            (&["A", "B", "A"], &["B", "A"], "- A\n  B\n  A"),
+        ] {
+            pretty_assertions::assert_eq!(sequence_diff(&s(expected), &s(observed)), diff);
+        }
     }
 
     #[test]
