@@ -125,43 +125,13 @@ impl Ch1Request {
                 .mandatory(true),
             );
         }
-        let mut ims = Vec::new();
-        match self.role {
-            Some(ChargedRole::OriginatingPf) => {
-                ims.push(m3(Avp::enumerated(code::ROLE_OF_NODE, 0)))
-            }
-            Some(ChargedRole::TerminatingPf) => {
-                ims.push(m3(Avp::enumerated(code::ROLE_OF_NODE, 1)))
-            }
-            _ => {}
-        }
-        ims.push(m3(Avp::enumerated(
-            code::NODE_FUNCTIONALITY,
-            NODE_FUNCTIONALITY_AS,
-        )));
-        if let Some(c) = &self.call_id {
-            ims.push(m3(Avp::utf8(code::USER_SESSION_ID, c)));
-        }
-        if let Some(c) = &self.calling_party {
-            ims.push(m3(Avp::utf8(code::CALLING_PARTY_ADDRESS, c)));
-        }
-        if let Some(c) = &self.called_party {
-            ims.push(m3(Avp::utf8(code::CALLED_PARTY_ADDRESS, c)));
-        }
-        let mut poc = Vec::new();
-        if let Some(role) = self.role {
-            let server_role = i32::from(role == ChargedRole::ControllingFunction);
-            poc.push(m3(Avp::enumerated(code::POC_SERVER_ROLE, server_role)));
-            poc.push(m3(Avp::enumerated(code::POC_SESSION_TYPE, 0)));
-        }
-        if let Some(n) = self.participants {
-            poc.push(m3(Avp::unsigned32(code::NUMBER_OF_PARTICIPANTS, n)));
-        }
-        let mut si = vec![m3(Avp::grouped(code::IMS_INFORMATION, ims))];
-        if !poc.is_empty() {
-            si.push(m3(Avp::grouped(code::POC_INFORMATION, poc)));
-        }
-        m.push(m3(Avp::grouped(code::SERVICE_INFORMATION, si)));
+        m.push(service_information(&ServiceParties {
+            role: self.role,
+            call_id: self.call_id.as_deref(),
+            calling_party: self.calling_party.as_deref(),
+            called_party: self.called_party.as_deref(),
+            participants: self.participants,
+        }));
         m
     }
 
@@ -430,6 +400,55 @@ impl Ch1Request {
             warnings,
         ))
     }
+}
+
+/// What Service-Information says of a CPM session, on Rf and Ro alike.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServiceParties<'a> {
+    pub role: Option<ChargedRole>,
+    pub call_id: Option<&'a str>,
+    pub calling_party: Option<&'a str>,
+    pub called_party: Option<&'a str>,
+    pub participants: Option<u32>,
+}
+
+/// Service-Information (3GPP): IMS-Information (role of node, node
+/// functionality, Call-ID, parties) and, with a role or a count,
+/// PoC-Information (server role, session type, participants).
+pub(crate) fn service_information(p: &ServiceParties<'_>) -> Avp {
+    let mut ims = Vec::new();
+    match p.role {
+        Some(ChargedRole::OriginatingPf) => ims.push(m3(Avp::enumerated(code::ROLE_OF_NODE, 0))),
+        Some(ChargedRole::TerminatingPf) => ims.push(m3(Avp::enumerated(code::ROLE_OF_NODE, 1))),
+        _ => {}
+    }
+    ims.push(m3(Avp::enumerated(
+        code::NODE_FUNCTIONALITY,
+        NODE_FUNCTIONALITY_AS,
+    )));
+    for (c, value) in [
+        (code::USER_SESSION_ID, p.call_id),
+        (code::CALLING_PARTY_ADDRESS, p.calling_party),
+        (code::CALLED_PARTY_ADDRESS, p.called_party),
+    ] {
+        if let Some(v) = value {
+            ims.push(m3(Avp::utf8(c, v)));
+        }
+    }
+    let mut poc = Vec::new();
+    if let Some(role) = p.role {
+        let server_role = i32::from(role == ChargedRole::ControllingFunction);
+        poc.push(m3(Avp::enumerated(code::POC_SERVER_ROLE, server_role)));
+        poc.push(m3(Avp::enumerated(code::POC_SESSION_TYPE, 0)));
+    }
+    if let Some(n) = p.participants {
+        poc.push(m3(Avp::unsigned32(code::NUMBER_OF_PARTICIPANTS, n)));
+    }
+    let mut si = vec![m3(Avp::grouped(code::IMS_INFORMATION, ims))];
+    if !poc.is_empty() {
+        si.push(m3(Avp::grouped(code::POC_INFORMATION, poc)));
+    }
+    m3(Avp::grouped(code::SERVICE_INFORMATION, si))
 }
 
 /// The served user from Subscription-Id AVPs: END_USER_SIP_URI preferred,

@@ -181,43 +181,13 @@ impl Ch2Request {
     }
 
     fn service_information_avp(&self) -> Avp {
-        let mut ims = Vec::new();
-        match self.role {
-            Some(ChargedRole::OriginatingPf) => {
-                ims.push(m3(Avp::enumerated(code::ROLE_OF_NODE, 0)))
-            }
-            Some(ChargedRole::TerminatingPf) => {
-                ims.push(m3(Avp::enumerated(code::ROLE_OF_NODE, 1)))
-            }
-            _ => {}
-        }
-        ims.push(m3(Avp::enumerated(
-            code::NODE_FUNCTIONALITY,
-            NODE_FUNCTIONALITY_AS,
-        )));
-        if let Some(c) = &self.call_id {
-            ims.push(m3(Avp::utf8(code::USER_SESSION_ID, c)));
-        }
-        if let Some(c) = &self.calling_party {
-            ims.push(m3(Avp::utf8(code::CALLING_PARTY_ADDRESS, c)));
-        }
-        if let Some(c) = &self.called_party {
-            ims.push(m3(Avp::utf8(code::CALLED_PARTY_ADDRESS, c)));
-        }
-        let mut poc = Vec::new();
-        if let Some(role) = self.role {
-            let server_role = i32::from(role == ChargedRole::ControllingFunction);
-            poc.push(m3(Avp::enumerated(code::POC_SERVER_ROLE, server_role)));
-            poc.push(m3(Avp::enumerated(code::POC_SESSION_TYPE, 0)));
-        }
-        if let Some(n) = self.participants {
-            poc.push(m3(Avp::unsigned32(code::NUMBER_OF_PARTICIPANTS, n)));
-        }
-        let mut si = vec![m3(Avp::grouped(code::IMS_INFORMATION, ims))];
-        if !poc.is_empty() {
-            si.push(m3(Avp::grouped(code::POC_INFORMATION, poc)));
-        }
-        m3(Avp::grouped(code::SERVICE_INFORMATION, si))
+        super::rf::service_information(&super::rf::ServiceParties {
+            role: self.role,
+            call_id: self.call_id.as_deref(),
+            calling_party: self.calling_party.as_deref(),
+            called_party: self.called_party.as_deref(),
+            participants: self.participants,
+        })
     }
 
     /// Reads a CCR, dropping the warnings.
