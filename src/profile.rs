@@ -231,6 +231,12 @@ pub struct Stimuli {
     /// The SUT's session inactivity timer, when it has one.
     #[serde(default, with = "humantime_serde_compat::option")]
     pub inactivity_timer: Option<Duration>,
+    /// How long the SUT waits for the answer to a BYE it sent before it
+    /// gives up (its Timer F, 64×T1: 32 s with RFC 3261's T1). A scenario in
+    /// which a client never answers the SUT's BYE needs it, to know how
+    /// long the Stop may take.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub bye_timeout: Option<Duration>,
     /// An operator command that ends a session.
     #[serde(default)]
     pub operator_terminate: Option<OperatorCommand>,

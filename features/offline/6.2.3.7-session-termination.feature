@@ -12,8 +12,9 @@ Feature: 6.2.3.7 Offline charging for CPM session termination
   Exist: the dialog is already gone at the client) or not at all. The change
   request names only the 200 OK; this suite reads the session as over
   either way: the SUT sends the function's StopRequest after the 481, or
-  after its BYE transaction times out (64 T1, too long for a scenario), but
-  never before the client's answer or the timeout.
+  after its BYE transaction times out (64 T1, which the SUT profile declares
+  as stimuli.bye_timeout), but never before the client's answer or the
+  timeout.
 
   Background:
     Given CPM clients "alice" and "bob"
@@ -69,3 +70,18 @@ Feature: 6.2.3.7 Offline charging for CPM session termination
     Then no CH-1 request arrives for the function serving bob while he holds back his answer
     When bob answers the SUT's BYE with 200 OK
     Then a CH-1 StopRequest arrives for every charged function
+
+  # A client that never answers the SUT's BYE has sent no 200 OK. The
+  # decision, in spec/flows.md's terms: the SUT has still ended the session
+  # and must send the StopRequest, but not while the client may yet answer;
+  # so it follows the SUT's transaction timeout (stimuli.bye_timeout), and a
+  # Stop on sending the BYE is the deviation this scenario catches.
+  @tp-OFF-TERM-07 @needs-operator-terminate @needs-bye-timeout
+  Scenario: Server termination never answered: the Stop follows the SUT's timeout, never the BYE
+    When the operator ends the session
+    And alice and bob hold back their answers to the SUT's BYE
+    Then no CH-1 request arrives while alice and bob hold back their answers
+    When alice answers the SUT's BYE with 200 OK
+    And bob never answers the SUT's BYE
+    Then no CH-1 request arrives for the function serving bob while he holds back his answer
+    And a CH-1 StopRequest arrives for every charged function once the SUT gives up on bob's answer

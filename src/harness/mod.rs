@@ -597,6 +597,12 @@ fn not_applicable(profile: &SutProfile, tags: &[&String]) -> Option<String> {
             "the SUT profile declares no inactivity timer (stimuli.inactivity_timer)".into(),
         );
     }
+    if has("needs-bye-timeout") && profile.stimuli.bye_timeout.is_none() {
+        return Some(
+            "the SUT profile declares no timeout for the SUT's own BYE (stimuli.bye_timeout)"
+                .into(),
+        );
+    }
     if has("needs-operator-terminate") && profile.stimuli.operator_terminate.is_none() {
         return Some(
             "the SUT profile names no operator command (stimuli.operator_terminate)".into(),

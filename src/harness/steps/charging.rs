@@ -54,6 +54,17 @@ pub async fn await_every_function(
     rule: &'static Rule,
 ) -> StepResult {
     let timeout = w.profile().timers.charging;
+    await_every_function_within(w, kind, rule, timeout).await
+}
+
+/// [`await_every_function`] with a wait of its own, for a request that
+/// follows a SUT's timer rather than a message.
+async fn await_every_function_within(
+    w: &mut World,
+    kind: RecordType,
+    rule: &'static Rule,
+    timeout: Duration,
+) -> StepResult {
     let mut last = w.watermark;
     for function in w.offline_functions() {
         let after = w.marks.get(&function).copied().unwrap_or(w.started_at);
@@ -83,6 +94,23 @@ pub async fn await_every_function(
     }
     w.watermark = last;
     Ok(())
+}
+
+/// A client that never answers the SUT's BYE has sent no 200 OK; the SUT
+/// gives up after its own timeout (`stimuli.bye_timeout`) and the session
+/// has still ended, so every function owes its Stop by then (the decision is
+/// written in 6.2.3.7's feature).
+#[then(
+    regex = r"^a CH-1 StopRequest arrives for every charged function once the SUT gives up on (\w+)'s answer$"
+)]
+async fn stop_after_bye_timeout(w: &mut World, _silent: String) -> StepResult {
+    let Some(timeout) = w.profile().stimuli.bye_timeout else {
+        return Err(w.inconclusive(
+            "the SUT profile declares no timeout for the SUT's own BYE (stimuli.bye_timeout)",
+        ));
+    };
+    let wait = timeout + w.profile().timers.charging;
+    await_every_function_within(w, RecordType::Stop, &rules::STOP_ON_SERVER_BYE, wait).await
 }
 
 /// Silence proves something only while the SUT could speak: a step that

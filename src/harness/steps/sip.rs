@@ -826,6 +826,22 @@ async fn hold_bye_answers(w: &mut World, a: String, b: String) -> StepResult {
     Ok(())
 }
 
+/// The client keeps the SUT's BYE unanswered for good: its server
+/// transaction absorbs the SUT's retransmissions and never responds.
+#[when(regex = r"^(\w+) never answers the SUT's BYE$")]
+async fn never_answer_bye(w: &mut World, name: String) -> StepResult {
+    let leg = w.leg(&name)?;
+    // Dropped from the pending list, so that the teardown does not answer
+    // it either.
+    if leg.take_pending(rsip::Method::Bye).is_none() {
+        return Err(w.harness_error(format!(
+            "{name} has no BYE from the SUT to leave unanswered"
+        )));
+    }
+    leg.ended = true;
+    Ok(())
+}
+
 #[when(regex = r"^(\w+) answers the SUT's BYE with (\d{3})(?: [A-Za-z ]+)?$")]
 async fn answer_bye(w: &mut World, name: String, status: u16) -> StepResult {
     if !(200..700).contains(&status) {
