@@ -10,6 +10,7 @@ mod admin;
 pub mod charging;
 pub mod config;
 pub mod deviation;
+pub mod focus;
 pub mod proxy;
 pub mod server;
 
