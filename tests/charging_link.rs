@@ -487,6 +487,7 @@ async fn the_reference_sut_starts_without_the_enabler_and_connects_when_it_comes
         sip: SipConfig {
             listen: "127.0.0.1:0".parse().expect("literal"),
             transport: Transport::Udp,
+            t1: None,
         },
         shape: Default::default(),
         domain: "test.invalid".into(),

@@ -75,7 +75,7 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             ),
         ],
         Deviation::StopBeforeByeOk => vec![by_while(
-            &["OFF-TERM-03", "OFF-TERM-04"],
+            &["OFF-TERM-03", "OFF-TERM-04", "OFF-TERM-07"],
             "off.stop.after-client-ok",
             "held back",
         )],
@@ -136,7 +136,7 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
         )],
         Deviation::NoStartOnAnswer => vec![by(&["OFF-INIT-01"], "off.start.on-answer")],
         Deviation::NoStopOnServerBye => vec![by(
-            &["OFF-TERM-03", "OFF-TERM-04"],
+            &["OFF-TERM-03", "OFF-TERM-04", "OFF-TERM-07"],
             "off.stop.on-server-bye",
         )],
         Deviation::InterimBeforeStart => {

@@ -255,6 +255,7 @@ async fn start_sut(ports: Ports, enabler: &Enabler) -> RunningSut {
         sip: SipConfig {
             listen: localhost(ports.sut),
             transport: Transport::Udp,
+            t1: None,
         },
         shape: Default::default(),
         domain: "test.invalid".into(),

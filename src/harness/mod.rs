@@ -240,6 +240,9 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                 sip: sut::config::SipConfig {
                     listen: free(profile.sut.sip.address, options.free_ports),
                     transport: profile.sut.sip.transport,
+                    // The server gives up on its own BYE after 64*T1: make
+                    // that the timeout the profile declares.
+                    t1: profile.stimuli.bye_timeout.map(|timeout| timeout / 64),
                 },
                 shape: embedded.shape,
                 domain: profile.sut.domain.clone(),

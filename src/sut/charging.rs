@@ -243,6 +243,7 @@ mod tests {
             sip: SipConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 transport: Transport::Udp,
+                t1: None,
             },
             shape: Default::default(),
             domain: "d".into(),

@@ -54,6 +54,22 @@ pub struct SipConfig {
     pub listen: SocketAddr,
     #[serde(default)]
     pub transport: Transport,
+    /// RFC 3261 T1 of the server's transactions (default 500ms). Its own BYE
+    /// times out after 64*T1, so a short T1 lets a suite see a server give up
+    /// on an unanswered BYE within a scenario's time.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub t1: Option<Duration>,
+}
+
+impl SipConfig {
+    /// The transaction timers the server runs with.
+    pub fn timers(&self) -> crate::sip::transaction::Timers {
+        let default = crate::sip::transaction::Timers::default();
+        crate::sip::transaction::Timers {
+            t1: self.t1.unwrap_or(default.t1),
+            ..default
+        }
+    }
 }
 
 /// The server as a Diameter client of the Charging Enabler.

@@ -1107,6 +1107,7 @@ mod tests {
             sip: SipConfig {
                 listen: PROXY.parse().unwrap(),
                 transport: Transport::Udp,
+                t1: None,
             },
             shape: Shape::Proxy,
             domain: "test.invalid".into(),

@@ -26,7 +26,7 @@ use crate::sip::dialog::{Dialog, new_branch, new_call_id, new_tag};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::message::{self, other_header};
 use crate::sip::transaction::response_to;
-use crate::sip::transaction::{Target, Timers, TransportKind, TxEvent, TxKey};
+use crate::sip::transaction::{Target, TransportKind, TxEvent, TxKey};
 
 /// Why the reference server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +97,7 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
     let endpoint_config = EndpointConfig {
         udp: (transport == TransportKind::Udp).then_some(config.sip.listen),
         tcp: (transport == TransportKind::Tcp).then_some(config.sip.listen),
-        timers: Timers::default(),
+        timers: config.sip.timers(),
     };
     let (endpoint, events) = Endpoint::bind(endpoint_config)
         .await
@@ -372,7 +372,7 @@ impl Server {
                     // retransmitted; this server charges that as a new Start.
                     if let Some(sent) = s.ok_sent.take()
                         && second_start
-                        && sent.elapsed() >= Timers::default().t1
+                        && sent.elapsed() >= config.sip.timers().t1
                     {
                         start_again(&config, s);
                     }
@@ -1210,6 +1210,7 @@ mod tests {
             sip: SipConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 transport: crate::profile::Transport::Udp,
+                t1: None,
             },
             shape,
             domain: "test.invalid".into(),
