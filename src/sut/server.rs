@@ -1290,7 +1290,7 @@ mod tests {
         callee.send(ok, running.sip).await;
         let again = caller.next(is_status(200)).await;
         assert!(
-            sent.elapsed() < Timers::default().t1,
+            sent.elapsed() < crate::sip::transaction::Timers::default().t1,
             "relayed at once, not the proxy's own retransmission after T1"
         );
         assert_eq!(
