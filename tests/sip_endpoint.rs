@@ -129,15 +129,23 @@ async fn establish(
         key,
         response,
         retransmission: false,
+        source,
     } = next(a_rx).await
     else {
         panic!("A: expected the 180")
     };
     assert_eq!((key, response.status_code.code()), (a_key.clone(), 180));
+    // The source is reported: the harness warns about answers from elsewhere.
+    assert_eq!(source.transport, kind);
+    assert_eq!(source.addr.ip(), b_addr.ip());
+    if kind == TransportKind::Udp {
+        assert_eq!(source.addr, b_addr);
+    }
     let TxEvent::Response {
         key,
         response,
         retransmission: false,
+        ..
     } = next(a_rx).await
     else {
         panic!("A: expected the 200")

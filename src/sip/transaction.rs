@@ -161,6 +161,10 @@ pub enum TxEvent {
         key: TxKey,
         response: rsip::Response,
         retransmission: bool,
+        /// Where it came from: the transaction matches by branch, so a
+        /// response from a peer other than the one asked is still its answer,
+        /// and the caller may want to say so.
+        source: Target,
     },
     /// Client transaction Timer B/F fired, or a server INVITE transaction got
     /// no ACK (Timer H / L), or transport failure.
@@ -1026,6 +1030,7 @@ impl TransactionLayer {
                 key,
                 response,
                 retransmission,
+                source,
             });
         }
     }

@@ -890,6 +890,7 @@ mod tests {
             key: key.clone(),
             response,
             retransmission: false,
+            source: Target::udp(HARNESS.parse().unwrap()),
         }
     }
 

@@ -221,6 +221,7 @@ impl ProxyCore {
                 key,
                 response,
                 retransmission,
+                ..
             } => self.response(key, response, retransmission, now),
             TxEvent::Timeout { key } => self.timeout(key),
             TxEvent::Stray { reason, source } => {
@@ -1272,6 +1273,7 @@ mod tests {
             key: key.clone(),
             response,
             retransmission: false,
+            source: harness(),
         }
     }
 
@@ -1360,6 +1362,7 @@ mod tests {
                 key,
                 response,
                 retransmission: true,
+                source: harness(),
             },
             t0,
         );
@@ -1608,6 +1611,7 @@ mod tests {
                     key,
                     response,
                     retransmission: true,
+                    source: harness(),
                 },
                 t0,
             );

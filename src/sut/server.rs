@@ -336,6 +336,7 @@ impl Server {
                 key,
                 response,
                 retransmission,
+                ..
             } => self.handle_response(key, response, retransmission).await,
             TxEvent::Timeout { key } => self.handle_timeout(key).await,
             TxEvent::Stray { reason, source } => {

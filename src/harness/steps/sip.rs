@@ -136,12 +136,15 @@ async fn await_final(
         .await;
     let Some(UserEvent {
         stamp,
-        event: TxEvent::Response { response, .. },
+        event: TxEvent::Response {
+            response, source, ..
+        },
     }) = got
     else {
         return Ok(None);
     };
     let status = response.status_code.code();
+    warn_unless_from_sut(w, user, &format!("{status} to {method}"), &source);
     w.log_sip(
         stamp,
         user,
@@ -190,6 +193,18 @@ async fn await_request(
     }))
 }
 
+/// A test user hears only from the SUT; anything else is reported with its
+/// source, since it may explain a verdict (a far end answering directly).
+fn warn_unless_from_sut(w: &mut World, user: &str, what: &str, source: &Target) {
+    let sut = w.ctx.sut_sip;
+    if !from_sut(sut, source) {
+        w.warnings.push(format!(
+            "{user} received {what} from {} over {:?}, not from the SUT at {}",
+            source.addr, source.transport, sut.addr
+        ));
+    }
+}
+
 /// Whether `source` is the SUT: over UDP its address, over TCP its host (a
 /// connection the SUT opens comes from a port of its own choosing).
 fn from_sut(sut: Target, source: &Target) -> bool {
@@ -202,13 +217,12 @@ fn from_sut(sut: Target, source: &Target) -> bool {
 /// A request a test user receives should come from the SUT: anything else
 /// (another test user, a stranger) is reported with its source.
 fn note_source(w: &mut World, user: &str, request: &rsip::Request, source: &Target) {
-    let sut = w.ctx.sut_sip;
-    if !from_sut(sut, source) {
-        w.warnings.push(format!(
-            "{user} received {} {} from {} over {:?}, not from the SUT at {}",
-            request.method, request.uri, source.addr, source.transport, sut.addr
-        ));
-    }
+    warn_unless_from_sut(
+        w,
+        user,
+        &format!("{} {}", request.method, request.uri),
+        source,
+    );
     // A target refresh names where the dialog's requests go next: a SIP URI.
     if request.method == rsip::Method::Invite
         && let Some(contact) = request.headers.iter().find_map(|h| match h {
@@ -749,10 +763,13 @@ async fn bye(w: &mut World, a: String) -> StepResult {
     }
     if let Some(UserEvent {
         stamp,
-        event: TxEvent::Response { response, .. },
+        event: TxEvent::Response {
+            response, source, ..
+        },
     }) = answer
     {
         let status = response.status_code.code();
+        warn_unless_from_sut(w, &a, &format!("{status} to BYE"), &source);
         w.log_sip(
             stamp,
             &a,
