@@ -26,6 +26,10 @@ pub struct SutProfile {
     pub timers: Timers,
     #[serde(default)]
     pub stimuli: Stimuli,
+    /// What the SUT's Controlling Function offers for group sessions; absent:
+    /// the SUT has none, and every group scenario is n/a.
+    #[serde(default)]
+    pub groups: Option<Groups>,
     /// Deviations the SUT is known to have: scenarios expected to fail, each
     /// with its reason (BoGo's disabled-tests file works so). A listed
     /// scenario that fails is reported as a known deviation, not a pass.
@@ -240,6 +244,39 @@ pub struct Stimuli {
     /// An operator command that ends a session.
     #[serde(default)]
     pub operator_terminate: Option<OperatorCommand>,
+}
+
+/// The group capabilities of the SUT's Controlling Function (6.2.3.2,
+/// 6.2.3.3). A scenario needing one that is not declared is n/a.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Groups {
+    /// The user part of the conference-factory URI for ad-hoc groups
+    /// (an INVITE with a recipient list, RFC 5366); absent: no ad-hoc groups.
+    #[serde(default)]
+    pub conference_factory: Option<String>,
+    /// Pre-defined groups as provisioned on the SUT: the group's user part →
+    /// the role names of its members. Member `carol` of group `team-a` is the
+    /// user `carol.team-a` of the test domain: provision it so.
+    #[serde(default)]
+    pub pre_defined: std::collections::BTreeMap<String, Vec<String>>,
+    /// A participant may join a running session with an INVITE to its URI.
+    #[serde(default)]
+    pub dial_in: bool,
+    /// The chair may add a participant with a REFER to the session (RFC 4579).
+    #[serde(default)]
+    pub refer_add: bool,
+    /// The chair may remove a participant with a REFER whose Refer-To has
+    /// `method=BYE`.
+    #[serde(default)]
+    pub refer_remove: bool,
+}
+
+impl Groups {
+    /// The user part of a pre-defined group member, as provisioned.
+    pub fn member_user(group: &str, role: &str) -> String {
+        format!("{role}.{group}")
+    }
 }
 
 /// An operator action that ends a session: exactly one of `http` or `argv`.

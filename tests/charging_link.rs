@@ -506,6 +506,7 @@ async fn the_reference_sut_starts_without_the_enabler_and_connects_when_it_comes
         inactivity_timer: None,
         admin: None,
         deviations: vec![],
+        conference: None,
     })
     .await
     .expect("starts although no Enabler listens");

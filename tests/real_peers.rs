@@ -277,6 +277,7 @@ async fn start_sut(ports: Ports, enabler: &Enabler) -> RunningSut {
         inactivity_timer: None,
         admin: None,
         deviations: Vec::new(),
+        conference: None,
     };
     sut::start(config).await.unwrap()
 }

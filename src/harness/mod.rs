@@ -53,6 +53,42 @@ pub struct RunOptions {
     pub cucumber_json: Option<PathBuf>,
 }
 
+/// The embedded SUT's Controlling Function, as the profile describes it:
+/// its factory, its pre-defined groups (members `role.group@domain`), and
+/// whether it charges (the profile lists `controlling_function`).
+fn conference_config(
+    profile: &SutProfile,
+    groups: &crate::profile::Groups,
+) -> sut::config::ConferenceConfig {
+    let domain = &profile.sut.domain;
+    sut::config::ConferenceConfig {
+        factory_user: groups
+            .conference_factory
+            .clone()
+            .unwrap_or_else(|| "conf-factory".into()),
+        groups: groups
+            .pre_defined
+            .iter()
+            .map(|(group, roles)| {
+                let members = roles
+                    .iter()
+                    .map(|role| {
+                        format!(
+                            "sip:{}@{domain}",
+                            crate::profile::Groups::member_user(group, role)
+                        )
+                    })
+                    .collect();
+                (group.clone(), members)
+            })
+            .collect(),
+        charging: profile.offline().is_some_and(|o| {
+            o.functions
+                .contains(&crate::profile::ChargedFunction::ControllingFunction)
+        }),
+    }
+}
+
 /// Why a run could not happen at all (as opposed to a SUT failing it).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -252,7 +288,14 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                     origin_host: "cpm.sut.test".into(),
                     origin_realm: "sut.test".into(),
                     destination_realm: profile.harness.origin_realm.clone(),
-                    functions: o.functions.clone(),
+                    // The Participating Functions; the Controlling Function
+                    // is the conference's (below).
+                    functions: o
+                        .functions
+                        .iter()
+                        .copied()
+                        .filter(|f| *f != crate::profile::ChargedFunction::ControllingFunction)
+                        .collect(),
                     service_context_id: o
                         .service_context_id
                         .clone()
@@ -264,6 +307,10 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                 inactivity_timer: profile.stimuli.inactivity_timer,
                 admin: Some(free(embedded.admin, options.free_ports)),
                 deviations,
+                conference: profile
+                    .groups
+                    .as_ref()
+                    .map(|g| conference_config(&profile, g)),
             };
             let sut = sut::start(config).await?;
             let addresses = (reachable(sut.sip), sut.admin.map(reachable));
@@ -610,6 +657,48 @@ fn not_applicable(profile: &SutProfile, tags: &[&String]) -> Option<String> {
         return Some(
             "the SUT profile names no operator command (stimuli.operator_terminate)".into(),
         );
+    }
+    if has("group") {
+        let Some(groups) = &profile.groups else {
+            return Some("the SUT profile declares no group sessions (groups)".into());
+        };
+        let cf_charges = profile.offline().is_some_and(|o| {
+            o.functions
+                .contains(&crate::profile::ChargedFunction::ControllingFunction)
+        });
+        if has("offline") && !cf_charges {
+            return Some(
+                "the SUT profile lists no offline charging by the Controlling Function \
+                 (charging.offline.functions: controlling_function)"
+                    .into(),
+            );
+        }
+        let missing = [
+            (
+                "needs-ad-hoc",
+                groups.conference_factory.is_some(),
+                "groups.conference_factory",
+            ),
+            ("needs-dial-in", groups.dial_in, "groups.dial_in"),
+            ("needs-refer-add", groups.refer_add, "groups.refer_add"),
+            (
+                "needs-refer-remove",
+                groups.refer_remove,
+                "groups.refer_remove",
+            ),
+        ]
+        .into_iter()
+        .find(|(tag, declared, _)| has(tag) && !declared);
+        if let Some((_, _, key)) = missing {
+            return Some(format!("the SUT profile does not declare {key}"));
+        }
+        if let Some(group) = tag_value(tags, "pre-defined-group-")
+            && !groups.pre_defined.contains_key(&group)
+        {
+            return Some(format!(
+                "the SUT profile declares no pre-defined group \"{group}\" (groups.pre_defined)"
+            ));
+        }
     }
     if has("ordering-strict")
         && profile

@@ -156,6 +156,43 @@ pub const ONE_SESSION_ID: Rule = sut(
     "one Session-Id from StartRequest to StopRequest",
 );
 
+// 6.2.3.2, 6.2.3.3: group sessions, charged by the Controlling Function.
+pub const GROUP_START_ON_ORIGINATOR_LEG: Rule = sut(
+    "off.group.start-on-originator-leg",
+    "6.2.3.2",
+    "the Controlling Function sends a CH-1 StartRequest once the originator's leg of the group session is established [derived]",
+);
+pub const GROUP_START_AFTER_ORIGINATOR_LEG: Rule = sut(
+    "off.group.start-after-originator-leg",
+    "6.2.3.2",
+    "the Controlling Function's StartRequest comes only after the SUT's 200 OK to the originator's INVITE [derived]",
+);
+pub const GROUP_PARTICIPANT_COUNT: Rule = sut(
+    "off.group.participant-count",
+    "6.2.3.3",
+    "Number-Of-Participants is the invited parties in the StartRequest, and the parties attached after the change in every later request",
+);
+pub const GROUP_INTERIM_ON_CHANGE: Rule = sut(
+    "off.group.interim-on-change",
+    "6.2.3.3",
+    "a CH-1 InterimRequest on every join or departure: a client's 200 OK to the SUT's INVITE or BYE, a participant's BYE, an answered dial-in",
+);
+pub const GROUP_INTERIM_AFTER_EVENT: Rule = sut(
+    "off.group.interim-after-event",
+    "6.2.3.3",
+    "the InterimRequest follows the SIP event that completes the join or departure, never precedes it",
+);
+pub const GROUP_NO_INTERIM_ON_FAILED_JOIN: Rule = sut(
+    "off.group.no-interim-on-failed-join",
+    "6.2.3.3",
+    "a join that fails (the invitee rejects the SUT's INVITE) changes no count and gives no InterimRequest",
+);
+pub const GROUP_STOP_AT_END: Rule = sut(
+    "off.group.stop-at-end",
+    "6.2.3.7",
+    "the Controlling Function's StopRequest comes when the group session ends (its last participant gone, or ended by the chair or the operator), never while participants remain",
+);
+
 // The wire (RFC 6733, spec/binding.md).
 pub const RF_APPLICATION_ID: Rule = sut(
     "dia.rf.application-id",
@@ -200,6 +237,13 @@ pub const ALL: &[&Rule] = &[
     &NUMBER_STARTS_AT_ZERO,
     &NUMBER_RISES_BY_ONE,
     &ONE_SESSION_ID,
+    &GROUP_START_ON_ORIGINATOR_LEG,
+    &GROUP_START_AFTER_ORIGINATOR_LEG,
+    &GROUP_PARTICIPANT_COUNT,
+    &GROUP_INTERIM_ON_CHANGE,
+    &GROUP_INTERIM_AFTER_EVENT,
+    &GROUP_NO_INTERIM_ON_FAILED_JOIN,
+    &GROUP_STOP_AT_END,
     &RF_APPLICATION_ID,
     &PINNED_SERVICE_CONTEXT,
     &EVERY_REQUEST_ANSWERED,

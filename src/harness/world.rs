@@ -129,6 +129,14 @@ impl Leg {
     }
 }
 
+/// A group session of the scenario, hosted by the SUT's Controlling Function.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSession {
+    /// The session's own URI (the focus's Contact in its 200 OK to the
+    /// chair), where dial-ins go.
+    pub session_uri: Option<String>,
+}
+
 /// The state of one scenario.
 #[derive(Debug, cucumber::World)]
 #[world(init = Self::new)]
@@ -140,6 +148,9 @@ pub struct World {
     pub legs: HashMap<String, Leg>,
     pub originator: Option<String>,
     pub recipient: Option<String>,
+    /// The group session the scenario's originator (its chair) started;
+    /// None in a 1-1 scenario.
+    pub group: Option<GroupSession>,
     pub sip_log: Vec<SipEvent>,
     /// Charging requests at or before this stamp have been accounted for by
     /// an earlier step; "no request arrives" looks only after it.
@@ -172,6 +183,7 @@ impl World {
             legs: HashMap::new(),
             originator: None,
             recipient: None,
+            group: None,
             sip_log: Vec::new(),
             watermark: started,
             marks: HashMap::new(),
@@ -304,6 +316,13 @@ impl World {
     /// Registers a test user for role `name`.
     pub fn add_user(&mut self, name: &str) {
         let unique = format!("{name}.{}", self.suffix);
+        self.add_user_as(name, &unique);
+    }
+
+    /// Registers a test user for role `name` with a given user part (a
+    /// member of a group provisioned on the SUT).
+    pub fn add_user_as(&mut self, name: &str, unique: &str) {
+        let unique = unique.to_owned();
         self.ctx
             .user_names
             .lock()
@@ -368,14 +387,18 @@ impl World {
     /// The charged functions of a 1-1 session the profile declares for
     /// offline charging: the Participating Functions (a 1-1 session has no
     /// Controlling Function).
+    ///
+    /// In a group session, the Controlling Function, when the profile lists
+    /// it (whether the participants' PFs charge too is not judged yet).
     pub fn offline_functions(&self) -> Vec<ChargedFunction> {
+        let group = self.group.is_some();
         self.profile()
             .offline()
             .map(|o| {
                 o.functions
                     .iter()
                     .copied()
-                    .filter(|f| *f != ChargedFunction::ControllingFunction)
+                    .filter(|f| (*f == ChargedFunction::ControllingFunction) == group)
                     .collect()
             })
             .unwrap_or_default()
@@ -386,7 +409,10 @@ impl World {
         match function {
             ChargedFunction::OriginatingPf => self.originator.clone(),
             ChargedFunction::TerminatingPf => self.recipient.clone(),
-            ChargedFunction::ControllingFunction => None,
+            // The CF's records name the chair, the group session's originator.
+            ChargedFunction::ControllingFunction => {
+                self.group.as_ref().and(self.originator.clone())
+            }
         }
     }
 

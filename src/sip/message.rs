@@ -112,6 +112,50 @@ pub fn cpm_invite(p: &CpmInvite) -> Result<rsip::Request, MessageError> {
     parse_request(text)
 }
 
+/// Builds the INVITE that starts an ad-hoc group session: to the conference
+/// factory, with its SDP and the recipient list (RFC 5366: a multipart body
+/// with an `application/resource-lists+xml` part, `Require:
+/// recipient-list-invite`).
+pub fn cpm_group_invite(
+    p: &CpmInvite,
+    recipients: &[String],
+) -> Result<rsip::Request, MessageError> {
+    let mut request = cpm_invite(p)?;
+    let sdp = String::from_utf8_lossy(&request.body).into_owned();
+    let boundary = format!("cpm-{}", p.call_id_token());
+    let entries: String = recipients
+        .iter()
+        .map(|r| format!("      <entry uri=\"{}\"/>\r\n", xml_escape(r)))
+        .collect();
+    let body = format!(
+        "--{boundary}\r\nContent-Type: application/sdp\r\n\r\n{sdp}\
+         --{boundary}\r\nContent-Type: application/resource-lists+xml\r\n\
+         Content-Disposition: recipient-list\r\n\r\n\
+         <?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+         <resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\">\r\n\
+         \x20 <list>\r\n{entries}  </list>\r\n</resource-lists>\r\n\
+         --{boundary}--\r\n"
+    );
+    set_body(
+        &mut request.headers,
+        &mut request.body,
+        &format!("multipart/mixed;boundary={boundary}"),
+        body.as_bytes(),
+    );
+    request.headers.push(rsip::Header::Other(
+        "Require".into(),
+        "recipient-list-invite".into(),
+    ));
+    Ok(request)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 impl CpmInvite {
     fn call_id_token(&self) -> String {
         self.call_id

@@ -262,6 +262,7 @@ mod tests {
             inactivity_timer: None,
             admin: None,
             deviations,
+            conference: None,
         }
     }
 

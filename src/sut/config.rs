@@ -37,6 +37,34 @@ pub struct SutConfig {
     pub admin: Option<SocketAddr>,
     #[serde(default)]
     pub deviations: Vec<Deviation>,
+    /// The Controlling Function for group sessions; absent: none hosted.
+    #[serde(default)]
+    pub conference: Option<ConferenceConfig>,
+}
+
+/// The server's Controlling Function (a conference focus, RFC 4579).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConferenceConfig {
+    /// The user part of the conference-factory URI: an INVITE to it with a
+    /// recipient list (RFC 5366) starts an ad-hoc group session.
+    #[serde(default = "default_factory_user")]
+    pub factory_user: String,
+    /// Pre-defined groups: the group's user part → its members' SIP URIs.
+    #[serde(default)]
+    pub groups: std::collections::HashMap<String, Vec<String>>,
+    /// Whether the Controlling Function reports offline charging (its own
+    /// CH-1 session per group session, with PoC-Information).
+    #[serde(default = "yes")]
+    pub charging: bool,
+}
+
+fn default_factory_user() -> String {
+    "conf-factory".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The two shapes real CPM servers come in.

@@ -69,11 +69,25 @@ pub enum Deviation {
     NoStopOnServerBye,
     /// An InterimRequest just before the StartRequest.
     InterimBeforeStart,
+    /// The Controlling Function's StartRequest counts only the originator, not the invited parties.
+    GroupStartCountsOriginatorOnly,
+    /// The Controlling Function charges a join when it sends the INVITE, before the participant's 200 OK (and not on it).
+    InterimBeforeJoinAnswer,
+    /// No InterimRequest when a participant dials in to the running session.
+    NoInterimOnDialIn,
+    /// Every InterimRequest of a group session carries the count before the change.
+    StaleParticipantCount,
+    /// No InterimRequest when a participant the server removed answers its BYE.
+    NoInterimOnServerRemoval,
+    /// The Controlling Function sends its StopRequest on the first departure, while participants remain.
+    StopWhileParticipantsRemain,
+    /// An InterimRequest when an invited participant rejects the INVITE.
+    InterimOnFailedJoin,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 26] = [
+    pub const ALL: [Deviation; 33] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -100,6 +114,13 @@ impl Deviation {
         Self::NoStartOnAnswer,
         Self::NoStopOnServerBye,
         Self::InterimBeforeStart,
+        Self::GroupStartCountsOriginatorOnly,
+        Self::InterimBeforeJoinAnswer,
+        Self::NoInterimOnDialIn,
+        Self::StaleParticipantCount,
+        Self::NoInterimOnServerRemoval,
+        Self::StopWhileParticipantsRemain,
+        Self::InterimOnFailedJoin,
     ];
 
     /// The name used in configs and on the command line.
@@ -131,6 +152,13 @@ impl Deviation {
             Self::NoStartOnAnswer => "no_start_on_answer",
             Self::NoStopOnServerBye => "no_stop_on_server_bye",
             Self::InterimBeforeStart => "interim_before_start",
+            Self::GroupStartCountsOriginatorOnly => "group_start_counts_originator_only",
+            Self::InterimBeforeJoinAnswer => "interim_before_join_answer",
+            Self::NoInterimOnDialIn => "no_interim_on_dial_in",
+            Self::StaleParticipantCount => "stale_participant_count",
+            Self::NoInterimOnServerRemoval => "no_interim_on_server_removal",
+            Self::StopWhileParticipantsRemain => "stop_while_participants_remain",
+            Self::InterimOnFailedJoin => "interim_on_failed_join",
         }
     }
 
@@ -183,6 +211,21 @@ impl Deviation {
                 "6.2.3.7: a session the server ends is stopped for each charged function"
             }
             Self::InterimBeforeStart => "all flows: no Interim or Stop before the Start",
+            Self::GroupStartCountsOriginatorOnly => {
+                "6.2.3.2: the Start counts the invited participants"
+            }
+            Self::InterimBeforeJoinAnswer => {
+                "6.2.3.3: the Interim follows the 200 OK that completes the join"
+            }
+            Self::NoInterimOnDialIn => "6.2.3.3: an answered dial-in is charged with an Interim",
+            Self::StaleParticipantCount => "6.2.3.3: the Interim carries the new participant count",
+            Self::NoInterimOnServerRemoval => {
+                "6.2.3.3: a removal by the server is charged once the BYE is answered"
+            }
+            Self::StopWhileParticipantsRemain => {
+                "6.2.3.7: the group session's Stop comes only when it ends"
+            }
+            Self::InterimOnFailedJoin => "6.2.3.3: a failed join is not charged",
         }
     }
 

@@ -36,6 +36,7 @@ use std::time::{Instant, SystemTime};
 
 use rsip::headers::UntypedHeader as _;
 
+use super::deviation::Deviation;
 use super::proxy::Action;
 use crate::charging::ch1::{Ch1Request, ChargedRole, RecordType};
 use crate::profile::ChargedFunction;
@@ -56,6 +57,15 @@ pub struct FocusConfig {
     pub route_users_to: SocketAddr,
     /// Charging identity; `None`: the focus does not charge.
     pub charging: Option<FocusCharging>,
+    /// Named deviations: the one policy that makes this focus charge wrong,
+    /// for proving the suite catches it.
+    pub deviations: Vec<Deviation>,
+}
+
+impl FocusConfig {
+    fn has(&self, deviation: Deviation) -> bool {
+        self.deviations.contains(&deviation)
+    }
 }
 
 /// The Controlling Function as a Diameter client.
@@ -122,6 +132,8 @@ struct ConferenceCharging {
     next_record: u32,
     started: bool,
     stopped: bool,
+    /// The count the last request carried.
+    last_count: u32,
 }
 
 impl ConferenceCharging {
@@ -251,7 +263,9 @@ impl FocusCore {
             .map(|(id, _)| *id)
         {
             let i = self.accept_leg(conf, &key, &request);
-            self.participant_changed(conf, i);
+            if !self.config.has(Deviation::NoInterimOnDialIn) {
+                self.participant_changed(conf, i);
+            }
             return;
         }
         let members = if user == self.config.factory_user {
@@ -277,6 +291,7 @@ impl FocusCore {
             next_record: 0,
             started: false,
             stopped: false,
+            last_count: 0,
         });
         self.conferences.insert(
             id,
@@ -287,7 +302,11 @@ impl FocusCore {
             },
         );
         self.accept_leg(id, &key, &request);
-        let invited = 1 + members.len() as u32;
+        let invited = if self.config.has(Deviation::GroupStartCountsOriginatorOnly) {
+            1
+        } else {
+            1 + members.len() as u32
+        };
         self.charge(id, RecordType::Start, invited);
         for member in members {
             self.invite_member(id, &member);
@@ -364,6 +383,10 @@ impl FocusCore {
                 addr: self.config.route_users_to,
             },
         });
+        if self.config.has(Deviation::InterimBeforeJoinAnswer) {
+            let n = self.attached(conf) + 1;
+            self.charge(conf, RecordType::Interim, n);
+        }
     }
 
     fn send_bye(&mut self, conf: u64, i: usize) {
@@ -430,6 +453,10 @@ impl FocusCore {
         self.respond(key, request, 200, None);
         if self.participant_mut(conf, i).presence == Presence::Joined {
             self.participant_mut(conf, i).presence = Presence::Gone;
+            if self.config.has(Deviation::StopWhileParticipantsRemain) {
+                // Charged as if the first departure ended the session.
+                self.charge(conf, RecordType::Stop, self.attached(conf));
+            }
             self.participant_changed(conf, i);
         }
     }
@@ -498,17 +525,26 @@ impl FocusCore {
                         },
                     });
                 }
-                self.participant_changed(conf, i);
+                if !self.config.has(Deviation::InterimBeforeJoinAnswer) {
+                    self.participant_changed(conf, i);
+                }
             }
             // A join that failed changes nothing.
             Purpose::Invite(i) => {
                 self.participant_mut(conf, i).presence = Presence::Gone;
-                self.end_if_empty(conf);
+                if !self.end_if_empty(conf) && self.config.has(Deviation::InterimOnFailedJoin) {
+                    let n = self.attached(conf);
+                    self.charge(conf, RecordType::Interim, n);
+                }
             }
             // 200, 481 or any final answer: the participant is gone.
             Purpose::Bye(i) => {
                 self.participant_mut(conf, i).presence = Presence::Gone;
-                self.participant_changed(conf, i);
+                if self.config.has(Deviation::NoInterimOnServerRemoval) {
+                    self.end_if_empty(conf);
+                } else {
+                    self.participant_changed(conf, i);
+                }
             }
         }
     }
@@ -595,6 +631,13 @@ impl FocusCore {
             RecordType::Stop => charging.stopped = true,
             _ => {}
         }
+        let participants =
+            if kind == RecordType::Interim && self.config.has(Deviation::StaleParticipantCount) {
+                charging.last_count
+            } else {
+                participants
+            };
+        charging.last_count = participants;
         let request = charging.request(kind, participants);
         self.actions.push_back(Action::Charge {
             session: conf,
@@ -786,6 +829,7 @@ mod tests {
                     vec!["sip:bob@test.invalid".to_string()],
                 )]),
                 route_users_to: HARNESS.parse().unwrap(),
+                deviations: Vec::new(),
                 charging: Some(FocusCharging {
                     origin_host: "cf.sut".into(),
                     service_context_id: "32260@3gpp.org".into(),

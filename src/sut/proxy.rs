@@ -1130,6 +1130,7 @@ mod tests {
             inactivity_timer: Some(Duration::from_millis(1500)),
             admin: None,
             deviations,
+            conference: None,
         })
     }
 

@@ -1220,6 +1220,7 @@ mod tests {
             inactivity_timer: None,
             admin: None,
             deviations: Vec::new(),
+            conference: None,
         })
         .await
         .unwrap()

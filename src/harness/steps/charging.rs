@@ -18,6 +18,14 @@ type StepResult = Result<(), StepFailure>;
 /// The rule that requires a request of `kind` at this point of the
 /// scenario: a Stop is owed to a client's BYE, or to the server's own.
 pub fn rule_requiring(w: &World, kind: RecordType) -> &'static Rule {
+    if w.group.is_some() {
+        return match kind {
+            RecordType::Start => &rules::GROUP_START_ON_ORIGINATOR_LEG,
+            RecordType::Interim => &rules::GROUP_INTERIM_ON_CHANGE,
+            RecordType::Event => &rules::EVENT_ON_FAILURE_AS_PROFILED,
+            RecordType::Stop => &rules::GROUP_STOP_AT_END,
+        };
+    }
     match kind {
         RecordType::Start => &rules::START_ON_ANSWER,
         RecordType::Interim => &rules::INTERIM_ON_MODIFICATION,
@@ -28,7 +36,14 @@ pub fn rule_requiring(w: &World, kind: RecordType) -> &'static Rule {
 }
 
 /// The rule a request of `kind` breaks where a step says none may arrive.
-fn rule_forbidding(kind: RecordType) -> &'static Rule {
+fn rule_forbidding(w: &World, kind: RecordType) -> &'static Rule {
+    if w.group.is_some() {
+        match kind {
+            RecordType::Interim => return &rules::GROUP_NO_INTERIM_ON_FAILED_JOIN,
+            RecordType::Stop => return &rules::GROUP_STOP_AT_END,
+            _ => {}
+        }
+    }
     match kind {
         RecordType::Start => &rules::NO_START_ON_FAILURE,
         RecordType::Interim => &rules::INTERIM_PER_MODIFICATION,
@@ -153,7 +168,7 @@ async fn none_arrives(w: &mut World, kind: String) -> StepResult {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 request")));
     };
     let after = w.watermark;
-    let rule = rule_forbidding(kind);
+    let rule = rule_forbidding(w, kind);
     // However late one comes, even after the verdict: the run's drain judges it.
     w.forbid(kind, after, rule);
     tokio::time::sleep(w.profile().timers.quiet).await;

@@ -48,6 +48,14 @@ fn sip_event(w: &World, user: &str, what: &str) -> Option<Stamp> {
                 reinvite: false,
             },
         ),
+        "answered INVITE" => (
+            false,
+            SipWhat::Response {
+                status: 200,
+                method: rsip::Method::Invite,
+                reinvite: false,
+            },
+        ),
         "200 OK to the SUT's BYE" => (
             true,
             SipWhat::Response {
@@ -110,9 +118,18 @@ async fn every_after(
 }
 
 #[then(
-    regex = r"^every (\w+) arrives after (\w+)'s (200 OK to the INVITE|200 OK to the re-INVITE|re-INVITE|BYE)$"
+    regex = r"^every (\w+) arrives after (\w+)'s (200 OK to the INVITE|200 OK to the re-INVITE|re-INVITE|BYE|200 OK to the SUT's BYE|answered INVITE)$"
 )]
 async fn every_after_user(w: &mut World, kind: String, user: String, what: String) -> StepResult {
+    if w.group.is_some() {
+        // In a group session each join or departure is its own event.
+        let rule = match (kind.as_str(), what.as_str()) {
+            ("StartRequest", _) => &rules::GROUP_START_AFTER_ORIGINATOR_LEG,
+            ("StopRequest", _) => &rules::GROUP_STOP_AT_END,
+            _ => &rules::GROUP_INTERIM_AFTER_EVENT,
+        };
+        return every_after(w, &kind, Some(&user), &what, rule).await;
+    }
     let rule = match what.as_str() {
         "200 OK to the INVITE" => &rules::START_AFTER_ANSWER,
         "200 OK to the re-INVITE" => &rules::INTERIM_AFTER_ANSWER,
@@ -120,6 +137,50 @@ async fn every_after_user(w: &mut World, kind: String, user: String, what: Strin
         _ => &rules::STOP_AFTER_BYE,
     };
     every_after(w, &kind, Some(&user), &what, rule).await
+}
+
+/// The request the last "arrives" step found for every charged function
+/// came after `user`'s SIP event: in a group session, where each join and
+/// departure has its own Interim, only the latest one is about this event.
+#[then(
+    regex = r"^that (\w+) arrives after (\w+)'s (200 OK to the INVITE|BYE|200 OK to the SUT's BYE|answered INVITE)$"
+)]
+async fn that_after_user(w: &mut World, kind: String, user: String, what: String) -> StepResult {
+    let rule = match kind.as_str() {
+        "StartRequest" => &rules::GROUP_START_AFTER_ORIGINATOR_LEG,
+        "StopRequest" => &rules::GROUP_STOP_AT_END,
+        _ => &rules::GROUP_INTERIM_AFTER_EVENT,
+    };
+    let Some(event) = sip_event(w, &user, &what) else {
+        return Err(w.harness_error(format!("no \"{user}'s {what}\" happened in this scenario")));
+    };
+    for function in w.offline_functions() {
+        let Some(at) = w.marks.get(&function).copied() else {
+            return Err(w.harness_error(format!(
+                "no {kind} of the {function} was found by an earlier step"
+            )));
+        };
+        if at < event {
+            let records = w.records_for(function);
+            let mut observed: Vec<String> = records
+                .iter()
+                .filter(|r| r.stamp < event)
+                .map(record_line)
+                .collect();
+            observed.push(format!("{user}'s {what}"));
+            observed.extend(records.iter().filter(|r| r.stamp > event).map(record_line));
+            return Err(w.fail(
+                rule,
+                format!(
+                    "the {function} serving {}",
+                    w.served_user(function).unwrap_or_default()
+                ),
+                format!("{user}'s {what}, then the {kind}"),
+                format!("in arrival order:\n{}", observed.join("\n")),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[then(regex = r"^every (\w+) arrives after its served user's 200 OK to the SUT's BYE$")]
@@ -221,6 +282,7 @@ async fn silent_while_held(w: &mut World) -> StepResult {
     }
     // The rule is the one the early request breaks: its kind says which
     // answer it should have waited for.
+    let group = w.group.is_some();
     let rule = match w
         .scenario_records()
         .iter()
@@ -228,6 +290,9 @@ async fn silent_while_held(w: &mut World) -> StepResult {
         .and_then(|r| r.ch1.as_ref().ok())
         .map(|c| c.kind)
     {
+        Some(RecordType::Interim) if group => &rules::GROUP_INTERIM_AFTER_EVENT,
+        Some(RecordType::Stop) if group => &rules::GROUP_STOP_AT_END,
+        Some(RecordType::Start) if group => &rules::GROUP_START_AFTER_ORIGINATOR_LEG,
         Some(RecordType::Interim) => &rules::INTERIM_AFTER_ANSWER,
         Some(RecordType::Stop) => &rules::STOP_AFTER_CLIENT_OK,
         Some(RecordType::Event) => &rules::EVENT_ON_FAILURE_AS_PROFILED,

@@ -14,12 +14,31 @@ use crate::sip::dialog::{Dialog, copy_record_route, new_branch, new_call_id, uri
 use crate::sip::message::{self, CpmInvite};
 use crate::sip::transaction::{Target, TransportKind, TxEvent, TxKey};
 
-type StepResult = Result<(), StepFailure>;
+pub(super) type StepResult = Result<(), StepFailure>;
 
-#[given(expr = "CPM clients {string} and {string}")]
-async fn clients(w: &mut World, a: String, b: String) {
-    w.add_user(&a);
-    w.add_user(&b);
+#[given(regex = r#"^CPM clients ("\w+"(?:(?:, | and )"\w+")*)$"#)]
+async fn clients(w: &mut World, list: String) {
+    for name in list.split('"').skip(1).step_by(2) {
+        w.add_user(name);
+    }
+}
+
+/// Logs a request a test user sent.
+pub(super) fn log_sent_request(
+    w: &mut World,
+    at: crate::timeline::Stamp,
+    user: &str,
+    method: rsip::Method,
+) {
+    w.log_sip(
+        at,
+        user,
+        true,
+        SipWhat::Request {
+            method,
+            reinvite: false,
+        },
+    );
 }
 
 #[given(expr = "a CPM client {string}")]
@@ -123,7 +142,7 @@ async fn invite(w: &mut World, a: String, b: String) -> StepResult {
 
 /// Waits up to the profile's `sip_answer` time for `user`'s next final
 /// response to `method`, and logs it on the timeline.
-async fn await_final(
+pub(super) async fn await_final(
     w: &mut World,
     user: &str,
     method: rsip::Method,
@@ -160,7 +179,7 @@ async fn await_final(
 
 /// Waits up to `timeout` for `user` to receive a `method` request (inside a
 /// dialog or not), and logs it on the timeline. The caller answers it.
-async fn await_request(
+pub(super) async fn await_request(
     w: &mut World,
     user: &str,
     method: rsip::Method,
@@ -242,7 +261,7 @@ fn note_source(w: &mut World, user: &str, request: &rsip::Request, source: &Targ
 }
 
 /// The SIP URI test user `user` puts in its Contact.
-fn contact_uri(user: &TestUser) -> Result<rsip::Uri, StepFailure> {
+pub(super) fn contact_uri(user: &TestUser) -> Result<rsip::Uri, StepFailure> {
     let text = message::cpm_contact(&user.name, user.local_addr(), user.transport());
     rsip::Uri::try_from(uri_text(&text))
         .map_err(|e| StepFailure::Harness(format!("{}'s Contact {text} is no URI: {e}", user.name)))
@@ -314,7 +333,7 @@ fn is_request(e: &UserEvent, method: rsip::Method, in_dialog: bool) -> bool {
         if request.method == method && message::to_tag(request).is_some() == in_dialog)
 }
 
-fn final_response_to(e: &UserEvent, method: rsip::Method) -> bool {
+pub(super) fn final_response_to(e: &UserEvent, method: rsip::Method) -> bool {
     matches!(&e.event, TxEvent::Response { response, retransmission: false, .. }
         if response.status_code.code() >= 200
             && message::cseq(response).is_ok_and(|(_, m)| m == method))
@@ -526,7 +545,7 @@ async fn cancel(w: &mut World, a: String) -> StepResult {
 
 /// A new request in `user`'s dialog, and where it goes; `what` says what
 /// the step wanted to do, for the error when there is no session.
-fn in_dialog_request(
+pub(super) fn in_dialog_request(
     w: &mut World,
     user: &str,
     method: rsip::Method,
@@ -821,14 +840,34 @@ async fn operator(w: &mut World) -> StepResult {
 
 /// Waits for the SUT's BYE at both parties and keeps it unanswered.
 async fn await_server_byes(w: &mut World, wait: Duration, cause: &str) -> StepResult {
-    let parties = [w.originator.clone(), w.recipient.clone()];
-    for name in parties.into_iter().flatten() {
+    let parties: Vec<String> = if w.group.is_some() {
+        // Every participant still in the group session.
+        w.legs
+            .iter()
+            .filter(|(_, l)| l.dialog.is_some() && !l.ended)
+            .map(|(n, _)| n.clone())
+            .collect()
+    } else {
+        [w.originator.clone(), w.recipient.clone()]
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    for name in parties {
         let Some(pending) = await_request(w, &name, rsip::Method::Bye, true, wait).await? else {
             return Err(w.inconclusive(format!(
                 "the SUT sent {name} no BYE within {wait:?} after {cause}"
             )));
         };
         w.leg(&name)?.pending.push(pending);
+    }
+    Ok(())
+}
+
+#[when(regex = r"^(\w+) holds back (?:his|her) answer to the SUT's BYE$")]
+async fn hold_bye_answer(w: &mut World, name: String) -> StepResult {
+    if !w.leg(&name)?.holds(rsip::Method::Bye) {
+        return Err(w.harness_error(format!("{name} has no BYE from the SUT to hold back")));
     }
     Ok(())
 }
@@ -860,7 +899,7 @@ async fn never_answer_bye(w: &mut World, name: String) -> StepResult {
 }
 
 #[when(regex = r"^(\w+) answers the SUT's BYE with (\d{3})(?: [A-Za-z ]+)?$")]
-async fn answer_bye(w: &mut World, name: String, status: u16) -> StepResult {
+pub(super) async fn answer_bye(w: &mut World, name: String, status: u16) -> StepResult {
     if !(200..700).contains(&status) {
         return Err(w.harness_error(format!("{status} is no final response")));
     }
@@ -994,6 +1033,9 @@ pub async fn teardown(w: &mut World) {
                 leg.ended = true;
             }
         }
+    }
+    if w.group.is_some() {
+        return super::group::teardown(w).await;
     }
     let live = w.originator.clone().filter(|a| {
         w.legs
