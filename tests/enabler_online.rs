@@ -257,7 +257,9 @@ async fn a_withheld_answer_never_comes() {
         OcsAnswer::no_answer().times(1),
     );
     send(&c, &initial("f5", "sip:frank.o5@test.invalid")).await;
-    let err = c.request(ccr(&c, &update("f5", 1, 5))).await.unwrap_err();
+    let mut m = ccr(&c, &update("f5", 1, 5));
+    m.header.end_to_end = 0x0f5f_0001;
+    let err = c.request(m.clone()).await.unwrap_err();
     assert!(
         matches!(err, ChargingClientError::RawTimeout { .. }),
         "{err}"
@@ -265,9 +267,22 @@ async fn a_withheld_answer_never_comes() {
     let recs = e.records_for("f5");
     assert_eq!(recs[1].answer, AnswerOutcome::Withheld);
     assert_eq!(e.unanswered_count(), 1);
+    // Resent with T: withheld again (the OCS decided so), counted once.
+    m.header.flags |= Header::RETRANSMIT;
+    let err = c.request(m).await.unwrap_err();
+    assert!(
+        matches!(err, ChargingClientError::RawTimeout { .. }),
+        "{err}"
+    );
+    e.wait_for(|r| r.retransmissions == 1, WAIT).await.unwrap();
+    let recs = e.records_for("f5");
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].retransmissions, 1);
+    assert_eq!(recs[1].answer, AnswerOutcome::Withheld);
     let l = e.ocs_session("f5").unwrap();
     assert_eq!(l.exchanges.len(), 2);
     assert_eq!(l.exchanges[1].response, None);
+    assert_eq!(l.exchanges[1].retransmissions, 1);
     // The script is used up: the next Update is answered.
     let u = send(&c, &update("f5", 2, 5)).await;
     assert_eq!(u.result_code, 2001);
