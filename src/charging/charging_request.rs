@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::diameter::{app, command};
+
 use super::ch1::{Ch1Request, ChargedRole, RecordType, ServedUserSource};
 use super::ch2::{Ch2Request, ReportingReason, RequestType, ServiceUnits, TriggerType};
 
@@ -15,6 +17,25 @@ pub enum Interface {
     Ch1,
     /// CH-2, online, Diameter Ro.
     Ch2,
+}
+
+impl Interface {
+    /// The interface of a request by its command code: ACR (271) CH-1, CCR
+    /// (272) CH-2.
+    pub fn of_command(command_code: u32) -> Option<Interface> {
+        match command_code {
+            command::ACCOUNTING => Some(Interface::Ch1),
+            command::CREDIT_CONTROL => Some(Interface::Ch2),
+            _ => None,
+        }
+    }
+    /// Its Diameter application id: Rf 3, Ro 4.
+    pub fn application_id(self) -> u32 {
+        match self {
+            Interface::Ch1 => app::ACCOUNTING_RF,
+            Interface::Ch2 => app::CREDIT_CONTROL_RO,
+        }
+    }
 }
 
 impl fmt::Display for Interface {
@@ -275,5 +296,10 @@ mod tests {
             assert_eq!(k.name_on(Interface::Ch2), n);
         }
         assert_eq!(RequestKind::Stop.name_on(Interface::Ch1), "StopRequest");
+        assert_eq!(Interface::of_command(271), Some(Interface::Ch1));
+        assert_eq!(Interface::of_command(272), Some(Interface::Ch2));
+        assert_eq!(Interface::of_command(257), None);
+        assert_eq!(Interface::Ch2.application_id(), 4);
+        assert_eq!(Interface::Ch1.application_id(), 3);
     }
 }

@@ -1,11 +1,22 @@
-//! The Charging Enabler in its offline (CDF) role: the Diameter server the
-//! harness plays. It accepts any number of SUT connections, records every
-//! application request with a timeline stamp, and answers by script
-//! (default 2001).
+//! The Charging Enabler: the Diameter server the harness plays, in both
+//! roles at once. It accepts any number of SUT connections, records every
+//! application request with a timeline stamp, and answers:
+//! - an ACR (Rf, CH-1; the CDF role) by script ([`Enabler::script`],
+//!   default 2001);
+//! - a CCR (Ro, CH-2; the OCS role) as the sans-IO OCS core
+//!   ([`super::ocs::Ocs`]) decides, fed the CCR and the time it arrived:
+//!   at once, after a scripted delay (a timer in this task; the core keeps
+//!   no clock), or never ([`Enabler::script_ocs`]). The core's per-session
+//!   ledger and the online every-flow rules over it are read with
+//!   [`Enabler::ocs_sessions`] and [`Enabler::online_violations`]. A CCR
+//!   is served on a link whose CER advertised Ro (4, bare or
+//!   vendor-specific, or Relay); on an Rf-only link it is answered 3001 and
+//!   recorded with [`ChargingRecord::protocol_error`].
 //!
-//! Seam for the online (OCS, CH-2) role: [`Shared::decide`] routes by
-//! command; CCR (272) is answered 3001 for now and is where a Ro handler
-//! will plug in.
+//! Every record, of either interface, gives the common view of the request
+//! ([`ChargingRecord::charging_request`]: interface, kind, Session-Id,
+//! sequence number, served user, role, participants, units), so
+//! correlation, ordering and reports need not care which it came on.
 //!
 //! The link itself is part of what the harness observes:
 //! - [`Enabler::wait_for_peer`] resolves when a SUT has completed CER/CEA;
@@ -15,14 +26,17 @@
 //! - a request retransmitted with the T flag (same Origin-Host and
 //!   end-to-end id as one recorded) is answered again with the same answer
 //!   and counted on the first record ([`ChargingRecord::retransmissions`]),
-//!   never as a second request;
-//! - an ACR for another application is answered 3007 (header) or 5004
-//!   (Acct-Application-Id) and recorded with [`ChargingRecord::protocol_error`];
+//!   never as a second request (for a CCR, the OCS ledger counts it on its
+//!   exchange too);
+//! - an ACR or CCR for another application is answered 3007 or 3001
+//!   (header) or 5004 (Acct-/Auth-Application-Id) and recorded with
+//!   [`ChargingRecord::protocol_error`]; a request that does not map
+//!   (missing CC-Request-Type, ...) gets the RFC 6733 error answer;
 //! - connections that never complete CER/CEA (garbage, no CER first, no
 //!   common application) and framing errors are kept as [`Stray`] entries,
 //!   truncated and capped ([`Enabler::strays`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +53,12 @@ use crate::diameter::{
 use crate::timeline::{Stamp, stamp};
 
 use super::ch1::{Ch1Request, RecordType};
+use super::ch2::Ch2Request;
+use super::charging_request::{ChargingRequest, Interface};
+use super::ocs::{Ocs, OcsAnswer, OcsConfig, OcsSelector, OcsSession};
+use super::online_rules::OnlineViolation;
 use super::rf::{MappingError, aca_for};
+use super::ro::RoMappingError;
 
 /// Where and as whom the Enabler listens.
 #[derive(Clone, Debug)]
@@ -91,7 +110,8 @@ pub struct ChargingRecord {
     pub peer: SocketAddr,
     /// The request as decoded (unknown AVPs kept raw).
     pub message: Message,
-    /// The request read as CH-1, or why not.
+    /// The request read as CH-1, or why not (a CCR is not CH-1: see
+    /// [`ChargingRecord::ch2`] and [`ChargingRecord::charging_request`]).
     pub ch1: Result<Ch1Request, MappingError>,
     /// Odd but legal things seen while reading it.
     pub warnings: Vec<String>,
@@ -108,13 +128,47 @@ pub struct ChargingRecord {
 }
 
 impl ChargingRecord {
-    /// Served user, if the request mapped and named one.
+    /// Served user, if the request mapped (as CH-1 or CH-2) and named one.
     pub fn served_user(&self) -> Option<&str> {
-        self.ch1.as_ref().ok()?.served_user.as_deref()
+        match &self.ch1 {
+            Ok(r) => r.served_user.as_deref(),
+            Err(_) => {
+                let user = self.ch2()?.ok()?.served_user?;
+                text_in(&self.message, &user)
+            }
+        }
     }
-    /// Record type, if the request mapped.
+    /// CH-1 record type, if the request is an ACR that mapped (None for a
+    /// CCR: see [`ChargingRecord::charging_request`] for a kind of both).
     pub fn record_type(&self) -> Option<RecordType> {
         self.ch1.as_ref().ok().map(|r| r.kind)
+    }
+    /// The interface by command: ACR CH-1, CCR CH-2; None for any other
+    /// command.
+    pub fn interface(&self) -> Option<Interface> {
+        Interface::of_command(self.message.header.command_code)
+    }
+    /// True for a CCR (CH-2, online).
+    pub fn is_online(&self) -> bool {
+        self.interface() == Some(Interface::Ch2)
+    }
+    /// The request read as CH-2, or why not; None when it is not a CCR.
+    /// Read from [`ChargingRecord::message`] on each call (records are
+    /// plain data that code outside builds field by field).
+    pub fn ch2(&self) -> Option<Result<Ch2Request, RoMappingError>> {
+        self.is_online()
+            .then(|| Ch2Request::from_ccr(&self.message))
+    }
+    /// The common view of the request, whichever interface it came on:
+    /// interface, kind, Session-Id, sequence number (Accounting-Record-Number
+    /// or CC-Request-Number), served user, role, participants, units. None
+    /// when it did not map (see [`ChargingRecord::ch1`] and
+    /// [`ChargingRecord::ch2`] for why).
+    pub fn charging_request(&self) -> Option<ChargingRequest> {
+        match &self.ch1 {
+            Ok(r) => Some(r.into()),
+            Err(_) => self.ch2()?.ok().map(ChargingRequest::from),
+        }
     }
     /// Session-Id as on the wire.
     pub fn session_id(&self) -> Option<&str> {
@@ -375,6 +429,10 @@ struct State {
     /// Retransmissions of a record whose answer is still delayed: where to
     /// send it too (connection, hop-by-hop id).
     waiters: HashMap<usize, Vec<(PeerHandle, u32)>>,
+    /// The OCS core: scripts and per-session ledger of CH-2.
+    ocs: Ocs,
+    /// Records whose CCR the OCS core took (retransmissions go to it too).
+    online: HashSet<usize>,
 }
 
 impl State {
@@ -430,6 +488,19 @@ pub struct Enabler {
     accept: Arc<Acceptor>,
 }
 
+/// `text` as it occurs in the bytes of one of `msg`'s AVPs (nested AVPs
+/// are contiguous inside their group's data), borrowed from the message.
+fn text_in<'a>(msg: &'a Message, text: &str) -> Option<&'a str> {
+    let needle = text.as_bytes();
+    if needle.is_empty() {
+        return None;
+    }
+    msg.avps.iter().find_map(|a| {
+        let i = a.data.windows(needle.len()).position(|w| w == needle)?;
+        std::str::from_utf8(&a.data[i..i + needle.len()]).ok()
+    })
+}
+
 /// Origin-Host of a message, as text ("" if absent).
 fn origin_host(msg: &Message) -> String {
     msg.avp(code::ORIGIN_HOST)
@@ -453,27 +524,46 @@ impl Shared {
         }
     }
 
-    /// An ACR for an application other than Rf: the answer RFC 6733 asks
-    /// for and what to record. Header application id first (3007, or 3001
-    /// for an application the Enabler serves but that has no ACR), then
-    /// Acct-Application-Id, bare or inside Vendor-Specific-Application-Id
-    /// (5004 with Failed-AVP).
-    fn application_error(&self, msg: &Message) -> Option<(Decision, String)> {
+    /// A request for an application other than its interface's (an ACR
+    /// not for Rf, a CCR not for Ro): the answer RFC 6733 asks for and what
+    /// to record. Header application id first (3007, or 3001 for an
+    /// application the Enabler serves but that has no such command), then
+    /// the Acct-/Auth-Application-Id, bare or inside
+    /// Vendor-Specific-Application-Id (5004 with Failed-AVP).
+    fn application_error(&self, msg: &Message, interface: Interface) -> Option<(Decision, String)> {
+        let (cmd, want, id_avp, id_name, iface, what) = match interface {
+            Interface::Ch1 => (
+                "ACR",
+                app::ACCOUNTING_RF,
+                code::ACCT_APPLICATION_ID,
+                "Acct-Application-Id",
+                "Rf",
+                "accounting",
+            ),
+            Interface::Ch2 => (
+                "CCR",
+                app::CREDIT_CONTROL_RO,
+                code::AUTH_APPLICATION_ID,
+                "Auth-Application-Id",
+                "Ro",
+                "credit control",
+            ),
+        };
         let header_app = msg.header.application_id;
-        if header_app != app::ACCOUNTING_RF {
+        if header_app != want {
             let served = self.identity.application_ids().contains(&header_app);
             let (rc, text) = if served {
                 (
                     result::COMMAND_UNSUPPORTED,
                     format!(
-                        "ACR in the header's application {header_app}, which has no ACR; Rf is 3"
+                        "{cmd} in the header's application {header_app}, which has no {cmd}; {iface} is {want}"
                     ),
                 )
             } else {
                 (
                     result::APPLICATION_UNSUPPORTED,
                     format!(
-                        "ACR for application {header_app} in the header; this Charging Enabler serves Rf (3) accounting"
+                        "{cmd} for application {header_app} in the header; this Charging Enabler serves {iface} ({want}) {what}"
                     ),
                 )
             };
@@ -482,27 +572,27 @@ impl Shared {
                 format!("{text}; answered {rc}"),
             ));
         }
-        let wrong = |a: &Avp| a.as_u32() != Ok(app::ACCOUNTING_RF);
+        let wrong = |a: &Avp| a.as_u32() != Ok(want);
         let value = |a: &Avp| match a.as_u32() {
             Ok(v) => v.to_string(),
             Err(e) => format!("unreadable ({e})"),
         };
-        let bare: Vec<&Avp> = msg.avps_with(code::ACCT_APPLICATION_ID, None).collect();
+        let bare: Vec<&Avp> = msg.avps_with(id_avp, None).collect();
         let bad = if let Some(a) = bare.iter().find(|a| wrong(a)) {
             Some((
                 (*a).clone(),
-                format!("Acct-Application-Id is {}, expected 3 (Rf)", value(a)),
+                format!("{id_name} is {}, expected {want} ({iface})", value(a)),
             ))
         } else if bare.is_empty() {
             msg.avps_with(code::VENDOR_SPECIFIC_APPLICATION_ID, None)
                 .find_map(|g| {
-                    let acct = g.find(code::ACCT_APPLICATION_ID)?;
-                    wrong(&acct).then(|| {
+                    let id = g.find(id_avp)?;
+                    wrong(&id).then(|| {
                         (
                             g.clone(),
                             format!(
-                                "Acct-Application-Id in Vendor-Specific-Application-Id is {}, expected 3 (Rf)",
-                                value(&acct)
+                                "{id_name} in Vendor-Specific-Application-Id is {}, expected {want} ({iface})",
+                                value(&id)
                             ),
                         )
                     })
@@ -518,8 +608,52 @@ impl Shared {
         ))
     }
 
-    /// The answer for a request, by command. CCR and anything else that is
-    /// not an ACR ends here with 3001 until the OCS role exists.
+    /// A CCR the OCS must not see: on a link whose CER did not advertise
+    /// Ro (3001: on that link the Enabler is a CDF only), or for another
+    /// application ([`Shared::application_error`]).
+    fn credit_control_error(&self, peer: SocketAddr, msg: &Message) -> Option<(Decision, String)> {
+        let remote = self
+            .lock()
+            .connections
+            .iter()
+            .rev()
+            .find(|c| c.peer == peer)
+            .and_then(|c| c.remote.clone());
+        if let Some(remote) = remote {
+            let ids = remote.application_ids();
+            if !ids.contains(&app::CREDIT_CONTROL_RO) && !ids.contains(&app::RELAY) {
+                let text = format!(
+                    "CCR on a link whose CER advertised no Ro (Auth-Application-Id 4) but {ids:?}: the Charging Enabler answers ACR (Rf) only there"
+                );
+                let rc = result::COMMAND_UNSUPPORTED;
+                return Some((
+                    self.error(msg, rc, None, &text),
+                    format!("{text}; answered {rc}"),
+                ));
+            }
+        }
+        self.application_error(msg, Interface::Ch2)
+    }
+
+    /// A CCR through the OCS core at `now`: the decision (the CCA at once,
+    /// delayed, or withheld; a CCR that does not map gets the RFC 6733
+    /// error answer), the reading's warnings, and whether the core took
+    /// the request into a session's ledger.
+    fn decide_ccr(&self, msg: &Message, now: Instant) -> (Decision, Vec<String>, bool) {
+        let outcome = self.lock().ocs.handle_ccr(msg, &self.identity, now);
+        let decision = match outcome.answer {
+            Some((message, at)) => Decision::Answer {
+                result_code: message.result_code().unwrap_or(0),
+                message,
+                delay: at.saturating_duration_since(now),
+            },
+            None => Decision::Withhold,
+        };
+        (decision, outcome.warnings, outcome.request.is_some())
+    }
+
+    /// The answer for a request that is not a CCR: an ACR by script,
+    /// anything else 3001.
     fn decide(
         &self,
         msg: &Message,
@@ -531,12 +665,12 @@ impl Shared {
                     msg,
                     result::COMMAND_UNSUPPORTED,
                     None,
-                    "the Charging Enabler answers ACR (Rf) only",
+                    "the Charging Enabler answers ACR (Rf) and CCR (Ro) only",
                 ),
                 None,
             );
         }
-        if let Some((d, why)) = self.application_error(msg) {
+        if let Some((d, why)) = self.application_error(msg, Interface::Ch1) {
             return (d, Some(why));
         }
         let req = match ch1 {
@@ -654,12 +788,26 @@ impl Shared {
 
     /// A retransmission of record `idx`: the same answer again (when it is
     /// sent, if it is still delayed); a withheld one is decided again.
-    fn on_retransmission(self: &Arc<Self>, idx: usize, msg: Message, handle: &PeerHandle) {
+    /// For a CCR the OCS took, the OCS counts it on its exchange too and
+    /// decides again for a withheld one (withheld again).
+    fn on_retransmission(
+        self: &Arc<Self>,
+        idx: usize,
+        msg: Message,
+        handle: &PeerHandle,
+        now: Instant,
+    ) {
         enum Then {
             Replay(Message),
             Wait,
             Decide,
         }
+        let online = {
+            let mut st = self.lock();
+            st.online
+                .contains(&idx)
+                .then(|| st.ocs.handle_ccr(&msg, &self.identity, now))
+        };
         let then = {
             let mut st = self.lock();
             match st.answers.get(&idx) {
@@ -683,16 +831,29 @@ impl Shared {
             }
             Then::Wait => {}
             Then::Decide => {
-                let ch1 = Ch1Request::from_acr(&msg);
-                let (decision, _) = self.decide(&msg, &ch1);
+                let decision = match online {
+                    Some(outcome) => match outcome.answer {
+                        Some((message, at)) => Decision::Answer {
+                            result_code: message.result_code().unwrap_or(0),
+                            message,
+                            delay: at.saturating_duration_since(now),
+                        },
+                        None => Decision::Withhold,
+                    },
+                    None => {
+                        let ch1 = Ch1Request::from_acr(&msg);
+                        self.decide(&msg, &ch1).0
+                    }
+                };
                 self.carry_out(idx, decision, handle);
             }
         }
     }
 
     /// Pushes a record, indexed by Origin-Host and end-to-end id; warns if
-    /// the id was used before without the T flag.
-    fn push_record(&self, mut record: ChargingRecord) -> usize {
+    /// the id was used before without the T flag. `online`: the OCS took
+    /// its CCR.
+    fn push_record(&self, mut record: ChargingRecord, online: bool) -> usize {
         let key = (
             origin_host(&record.message),
             record.message.header.end_to_end,
@@ -725,6 +886,9 @@ impl Shared {
                 }
             }
             st.records.push(record);
+            if online {
+                st.online.insert(idx);
+            }
             idx
         };
         self.notify();
@@ -733,8 +897,13 @@ impl Shared {
 
     fn on_request(self: &Arc<Self>, peer: SocketAddr, msg: Message, handle: &PeerHandle) {
         let received = stamp();
+        let now = Instant::now();
         if let Some(idx) = self.count_retransmission(peer, &msg, received) {
-            self.on_retransmission(idx, msg, handle);
+            self.on_retransmission(idx, msg, handle, now);
+            return;
+        }
+        if msg.header.command_code == command::CREDIT_CONTROL {
+            self.on_ccr(peer, msg, handle, received, now);
             return;
         }
         let (ch1, warnings) = if msg.header.command_code == command::ACCOUNTING {
@@ -752,16 +921,57 @@ impl Shared {
             )
         };
         let (decision, protocol_error) = self.decide(&msg, &ch1);
-        let idx = self.push_record(ChargingRecord {
-            stamp: received,
-            peer,
-            message: msg,
-            ch1,
-            warnings,
-            answer: AnswerOutcome::Pending,
-            retransmissions: 0,
-            protocol_error,
+        let idx = self.push_record(
+            ChargingRecord {
+                stamp: received,
+                peer,
+                message: msg,
+                ch1,
+                warnings,
+                answer: AnswerOutcome::Pending,
+                retransmissions: 0,
+                protocol_error,
+            },
+            false,
+        );
+        self.carry_out(idx, decision, handle);
+    }
+
+    /// A CCR (first transmission): through the OCS core unless the link or
+    /// the application is wrong; recorded either way.
+    fn on_ccr(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        msg: Message,
+        handle: &PeerHandle,
+        received: Stamp,
+        now: Instant,
+    ) {
+        let (decision, warnings, protocol_error, online) =
+            match self.credit_control_error(peer, &msg) {
+                Some((d, why)) => (d, Vec::new(), Some(why), false),
+                None => {
+                    let (d, w, online) = self.decide_ccr(&msg, now);
+                    (d, w, None, online)
+                }
+            };
+        let ch1 = Err(MappingError::WrongCommand {
+            command: msg.describe(),
+            expected: "an accounting request (a CCR is CH-2)",
         });
+        let idx = self.push_record(
+            ChargingRecord {
+                stamp: received,
+                peer,
+                message: msg,
+                ch1,
+                warnings,
+                answer: AnswerOutcome::Pending,
+                retransmissions: 0,
+                protocol_error,
+            },
+            online,
+        );
         self.carry_out(idx, decision, handle);
     }
 
@@ -772,19 +982,22 @@ impl Shared {
             return;
         }
         let ch1 = Ch1Request::from_acr(&request);
-        self.push_record(ChargingRecord {
-            stamp: s,
-            peer,
-            message: request,
-            ch1,
-            warnings: vec![format!("rejected by the peer layer: {}", answer.describe())],
-            answer: AnswerOutcome::Answered {
-                result_code: answer.result_code().unwrap_or(0),
+        self.push_record(
+            ChargingRecord {
                 stamp: s,
+                peer,
+                message: request,
+                ch1,
+                warnings: vec![format!("rejected by the peer layer: {}", answer.describe())],
+                answer: AnswerOutcome::Answered {
+                    result_code: answer.result_code().unwrap_or(0),
+                    stamp: s,
+                },
+                retransmissions: 0,
+                protocol_error: None,
             },
-            retransmissions: 0,
-            protocol_error: None,
-        });
+            false,
+        );
     }
 
     fn update_connection(&self, peer: SocketAddr, f: impl FnOnce(&mut ConnectionInfo)) {
@@ -1021,6 +1234,94 @@ impl Enabler {
     /// Removes every script.
     pub fn clear_scripts(&self) {
         self.shared.lock().scripts.clear();
+    }
+
+    /// Adds a scripted OCS answer for CCRs (see [`Ocs::script`]): the
+    /// first script, in the order added, that matches and is not used up
+    /// answers. Returns its index, e.g. for [`Enabler::ocs_script_uses`].
+    /// Without a script the OCS grants what was asked with 2001.
+    pub fn script_ocs(&self, selector: OcsSelector, answer: OcsAnswer) -> usize {
+        self.shared.lock().ocs.script(selector, answer)
+    }
+
+    /// Keeps only the OCS scripts `keep` says yes to (indices shift down).
+    pub fn retain_ocs_scripts(&self, keep: impl FnMut(&OcsSelector, &OcsAnswer) -> bool) {
+        self.shared.lock().ocs.retain_scripts(keep);
+    }
+
+    /// Removes every OCS script.
+    pub fn clear_ocs_scripts(&self) {
+        self.retain_ocs_scripts(|_, _| false);
+    }
+
+    /// How many CCRs OCS script `index` has answered.
+    pub fn ocs_script_uses(&self, index: usize) -> Option<u32> {
+        self.shared.lock().ocs.script_uses(index)
+    }
+
+    /// How the OCS answers unscripted CCRs from now on (default quota,
+    /// Validity-Time, Credit-Control-Failure-Handling).
+    pub fn set_ocs_config(&self, config: OcsConfig) {
+        self.shared.lock().ocs.set_config(config);
+    }
+
+    /// The OCS ledger of one charging session (Session-Id): exchanges in
+    /// arrival order, units granted, reserved and debited, what is armed.
+    pub fn ocs_session(&self, session_id: &str) -> Option<OcsSession> {
+        self.shared.lock().ocs.session(session_id).cloned()
+    }
+
+    /// Every OCS session ledger, in the order their first CCR arrived.
+    pub fn ocs_sessions(&self) -> Vec<OcsSession> {
+        self.shared.lock().ocs.sessions().cloned().collect()
+    }
+
+    /// The online every-flow rules
+    /// ([`super::online_rules::check_online_session`]) over every OCS
+    /// session: (Session-Id, what broke) for each session that broke one,
+    /// in order of arrival.
+    pub fn online_violations(&self) -> Vec<(String, Vec<OnlineViolation>)> {
+        self.shared
+            .lock()
+            .ocs
+            .sessions()
+            .map(|s| (s.session_id.clone(), s.check()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect()
+    }
+
+    /// Waits until an OCS session ledger satisfies `predicate` (those there
+    /// now included, checked on every change); the first in order of
+    /// arrival, or None at the timeout.
+    pub async fn wait_for_ocs_session(
+        &self,
+        predicate: impl Fn(&OcsSession) -> bool,
+        timeout: Duration,
+    ) -> Option<OcsSession> {
+        self.shared
+            .wait_until(timeout, |st| {
+                st.ocs.sessions().find(|s| predicate(s)).cloned()
+            })
+            .await
+    }
+
+    /// Runs `f` on the OCS core itself (scripts, ledger), under the
+    /// Enabler's lock: keep it short and do not call the Enabler from it.
+    pub fn with_ocs<T>(&self, f: impl FnOnce(&mut Ocs) -> T) -> T {
+        let t = f(&mut self.shared.lock().ocs);
+        self.shared.notify();
+        t
+    }
+
+    /// The common view of every record that mapped, both interfaces, in
+    /// arrival order, with the record's stamp.
+    pub fn charging_requests(&self) -> Vec<(Stamp, ChargingRequest)> {
+        self.shared
+            .lock()
+            .records
+            .iter()
+            .filter_map(|r| Some((r.stamp, r.charging_request()?)))
+            .collect()
     }
 
     /// Snapshot of every record, in arrival order.

@@ -448,6 +448,17 @@ impl Ocs {
         }
     }
 
+    /// Changes how unscripted requests are answered from now on; scripts
+    /// and ledgers stay.
+    pub fn set_config(&mut self, config: OcsConfig) {
+        self.config = config;
+    }
+
+    /// How unscripted requests are answered.
+    pub fn config(&self) -> &OcsConfig {
+        &self.config
+    }
+
     /// Adds a scripted answer; returns its index. The first script (in the
     /// order added) that matches and is not used up answers.
     pub fn script(&mut self, selector: OcsSelector, answer: OcsAnswer) -> usize {
