@@ -139,6 +139,33 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             &["OFF-TERM-03", "OFF-TERM-04", "OFF-TERM-07"],
             "off.stop.on-server-bye",
         )],
+        Deviation::GroupStartCountsOriginatorOnly => vec![by(
+            &["OFF-GRP-INIT-01", "OFF-GRP-INIT-02"],
+            "off.group.participant-count",
+        )],
+        Deviation::InterimBeforeJoinAnswer => vec![by_while(
+            &["OFF-GRP-JOIN-01", "OFF-GRP-JOIN-02"],
+            "off.group.interim-after-event",
+            "held back",
+        )],
+        Deviation::NoInterimOnDialIn => {
+            vec![by(&["OFF-GRP-JOIN-03"], "off.group.interim-on-change")]
+        }
+        Deviation::StaleParticipantCount => vec![by(
+            &["OFF-GRP-JOIN-01", "OFF-GRP-LEAVE-01"],
+            "off.group.participant-count",
+        )],
+        Deviation::NoInterimOnServerRemoval => {
+            vec![by(&["OFF-GRP-LEAVE-02"], "off.group.interim-on-change")]
+        }
+        Deviation::StopWhileParticipantsRemain => vec![by(
+            &["OFF-GRP-LEAVE-01", "OFF-GRP-TERM-01"],
+            "off.group.stop-at-end",
+        )],
+        Deviation::InterimOnFailedJoin => vec![by(
+            &["OFF-GRP-JOIN-04"],
+            "off.group.no-interim-on-failed-join",
+        )],
         Deviation::InterimBeforeStart => {
             vec![by(&["OFF-INIT-01"], "off.session.start-first")]
         }

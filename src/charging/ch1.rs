@@ -125,6 +125,9 @@ pub struct Ch1Request {
     pub service_context_id: Option<String>,
     /// Number-Of-Participants.
     pub participants: Option<u32>,
+    /// PoC-Session-Type: 0 one-to-one, 1 chat group, 2 pre-arranged group,
+    /// 3 ad-hoc group (`spec/binding.md`); None: one-to-one when a role is sent.
+    pub session_type: Option<u32>,
     /// Event-Timestamp.
     pub event_timestamp: Option<SystemTime>,
 }
@@ -145,6 +148,7 @@ impl Ch1Request {
             called_party: None,
             service_context_id: None,
             participants: None,
+            session_type: None,
             event_timestamp: None,
         }
     }

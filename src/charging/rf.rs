@@ -131,6 +131,7 @@ impl Ch1Request {
             calling_party: self.calling_party.as_deref(),
             called_party: self.called_party.as_deref(),
             participants: self.participants,
+            session_type: self.session_type,
         }));
         m
     }
@@ -316,6 +317,8 @@ impl Ch1Request {
         };
         let role_of_node = enum_of(&ims, code::ROLE_OF_NODE, "Role-Of-Node");
         let server_role = enum_of(&poc, code::POC_SERVER_ROLE, "PoC-Server-Role");
+        let session_type = enum_of(&poc, code::POC_SESSION_TYPE, "PoC-Session-Type")
+            .and_then(|v| u32::try_from(v).ok());
         let role = match (server_role, role_of_node) {
             (Some(1), _) => Some(ChargedRole::ControllingFunction),
             (_, Some(0)) => Some(ChargedRole::OriginatingPf),
@@ -395,6 +398,7 @@ impl Ch1Request {
                 called_party,
                 service_context_id,
                 participants,
+                session_type,
                 event_timestamp,
             },
             warnings,
@@ -410,6 +414,7 @@ pub(crate) struct ServiceParties<'a> {
     pub calling_party: Option<&'a str>,
     pub called_party: Option<&'a str>,
     pub participants: Option<u32>,
+    pub session_type: Option<u32>,
 }
 
 /// Service-Information (3GPP): IMS-Information (role of node, node
@@ -439,7 +444,11 @@ pub(crate) fn service_information(p: &ServiceParties<'_>) -> Avp {
     if let Some(role) = p.role {
         let server_role = i32::from(role == ChargedRole::ControllingFunction);
         poc.push(m3(Avp::enumerated(code::POC_SERVER_ROLE, server_role)));
-        poc.push(m3(Avp::enumerated(code::POC_SESSION_TYPE, 0)));
+        let session_type = p.session_type.unwrap_or(0);
+        poc.push(m3(Avp::enumerated(
+            code::POC_SESSION_TYPE,
+            i32::try_from(session_type).unwrap_or(0),
+        )));
     }
     if let Some(n) = p.participants {
         poc.push(m3(Avp::unsigned32(code::NUMBER_OF_PARTICIPANTS, n)));

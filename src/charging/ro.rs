@@ -187,6 +187,7 @@ impl Ch2Request {
             calling_party: self.calling_party.as_deref(),
             called_party: self.called_party.as_deref(),
             participants: self.participants,
+            session_type: None,
         })
     }
 

@@ -135,6 +135,7 @@ impl FunctionCharging {
             called_party: named.then(|| self.called_party.clone()),
             service_context_id: Some(self.service_context_id.clone()),
             participants: Some(2),
+            session_type: Some(0),
             event_timestamp: Some(SystemTime::now()),
         }
     }

@@ -129,6 +129,8 @@ struct ConferenceCharging {
     /// The originator: the served user of the CF's records.
     served_user: String,
     call_id: String,
+    /// PoC-Session-Type: 2 pre-arranged group, 3 ad-hoc group.
+    session_type: u32,
     next_record: u32,
     started: bool,
     stopped: bool,
@@ -142,6 +144,7 @@ impl ConferenceCharging {
             .served_user(self.served_user.clone())
             .role(ChargedRole::ControllingFunction)
             .participants(participants);
+        r.session_type = Some(self.session_type);
         self.next_record += 1;
         r.origin_host = self.origin_host.clone();
         r.call_id = Some(self.call_id.clone());
@@ -288,6 +291,7 @@ impl FocusCore {
             service_context_id: c.service_context_id.clone(),
             served_user: originator.clone(),
             call_id: message::call_id(&request).unwrap_or_default(),
+            session_type: if user == self.config.factory_user { 3 } else { 2 },
             next_record: 0,
             started: false,
             stopped: false,
