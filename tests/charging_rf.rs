@@ -70,6 +70,7 @@ fn golden_acr_start_decodes_and_reencodes_identically() {
     assert_eq!(req.kind, RecordType::Start);
     assert_eq!(req.role, Some(ChargedRole::ControllingFunction));
     assert_eq!(req.participants, Some(3));
+    assert_eq!(req.session_type, Some(3), "PoC-Session-Type ad-hoc group");
 }
 
 #[test]

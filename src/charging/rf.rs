@@ -566,6 +566,7 @@ pub fn sample_acr_start() -> (Ch1Request, LocalIdentity) {
         .served_user("sip:alice.r7s3@test.invalid")
         .role(ChargedRole::ControllingFunction)
         .participants(3);
+    req.session_type = Some(3); // an ad-hoc group
     req.call_id = Some("a84b4c76e66710@pc33.test.invalid".to_owned());
     req.calling_party = Some("sip:alice.r7s3@test.invalid".to_owned());
     req.called_party = Some("sip:group.r7s3@test.invalid".to_owned());
