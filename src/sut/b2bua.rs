@@ -972,3 +972,487 @@ fn content_type(headers: &rsip::Headers) -> String {
         })
         .unwrap_or_else(|| "application/sdp".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::charging::ch1::RecordType;
+    use crate::profile::{ChargedFunction, Transport};
+    use crate::sip::transaction::Role;
+    use crate::sut::config::{ChargingConfig, Shape, SipConfig};
+
+    const SUT: &str = "127.0.0.1:5060";
+    const HARNESS: &str = "127.0.0.1:5070";
+
+    fn config(deviations: Vec<Deviation>) -> Arc<SutConfig> {
+        Arc::new(SutConfig {
+            sip: SipConfig {
+                listen: SUT.parse().unwrap(),
+                transport: Transport::Udp,
+                t1: Some(Duration::from_millis(500)),
+            },
+            shape: Shape::B2bua,
+            domain: "test.invalid".into(),
+            route_users_to: HARNESS.parse().unwrap(),
+            charging: Some(ChargingConfig {
+                server: "127.0.0.1:3868".parse().unwrap(),
+                origin_host: "h".into(),
+                origin_realm: "r".into(),
+                destination_realm: "dr".into(),
+                functions: vec![
+                    ChargedFunction::OriginatingPf,
+                    ChargedFunction::TerminatingPf,
+                ],
+                service_context_id: "s".into(),
+                served_user_in_start_only: false,
+                reconnect_max: None,
+                connect_after: None,
+            }),
+            inactivity_timer: Some(Duration::from_millis(1500)),
+            admin: None,
+            deviations,
+        })
+    }
+
+    fn core(deviations: Vec<Deviation>) -> B2buaCore {
+        B2buaCore::new(config(deviations), SUT.parse().unwrap(), TransportKind::Udp)
+    }
+
+    fn harness() -> Target {
+        Target::udp(HARNESS.parse().unwrap())
+    }
+
+    fn parse(text: String) -> rsip::Request {
+        message::parse_request(text).unwrap()
+    }
+
+    fn server_key(request: &rsip::Request) -> TxKey {
+        let via = crate::sip::transaction::top_via(&request.headers).unwrap();
+        TxKey {
+            branch: via.branch.unwrap(),
+            method: request.method.to_string(),
+            sent_by: via.sent_by,
+            role: Role::Server,
+        }
+    }
+
+    fn incoming(request: rsip::Request) -> TxEvent {
+        let key = (request.method != rsip::Method::Ack).then(|| server_key(&request));
+        TxEvent::Request {
+            key,
+            request,
+            source: harness(),
+        }
+    }
+
+    fn invite() -> rsip::Request {
+        parse(format!(
+            "INVITE sip:bob@test.invalid SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {HARNESS};branch=z9hG4bKinv\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@test.invalid>;tag=a1\r\n\
+             To: <sip:bob@test.invalid>\r\n\
+             Call-ID: one@test\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:alice@{HARNESS};transport=udp>\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+    }
+
+    /// The dialog identifiers of an established session's two legs.
+    struct Legs {
+        /// Our tag on leg A (alice's Call-ID `one@test`).
+        tag_a: String,
+        /// Leg B's Call-ID and our tag on it.
+        call_id_b: String,
+        tag_b: String,
+    }
+
+    /// An in-dialog request from alice (leg A) or bob (leg B).
+    fn in_dialog(legs: &Legs, method: &str, from_a: bool, cseq: u32) -> rsip::Request {
+        let (user, from, to, call_id) = if from_a {
+            (
+                "alice",
+                "<sip:alice@test.invalid>;tag=a1".to_owned(),
+                format!("<sip:bob@test.invalid>;tag={}", legs.tag_a),
+                "one@test".to_owned(),
+            )
+        } else {
+            (
+                "bob",
+                "<sip:bob@test.invalid>;tag=b1".to_owned(),
+                format!("<sip:alice@test.invalid>;tag={}", legs.tag_b),
+                legs.call_id_b.clone(),
+            )
+        };
+        parse(format!(
+            "{method} sip:cpm@{SUT};transport=udp SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {HARNESS};branch={}\r\n\
+             Max-Forwards: 70\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:{user}@{HARNESS};transport=udp>\r\n\
+             Content-Length: 0\r\n\r\n",
+            new_branch(),
+        ))
+    }
+
+    fn drain(core: &mut B2buaCore) -> Vec<Action> {
+        std::iter::from_fn(|| core.poll_action()).collect()
+    }
+
+    /// A compact view of actions: `respond 200`, `request INVITE`, `charge Start`.
+    fn shape(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Request { request, .. } => format!("request {}", request.method),
+                Action::Respond { response, .. } => {
+                    format!("respond {}", response.status_code.code())
+                }
+                Action::Stateless { message, .. } => match message {
+                    rsip::SipMessage::Request(r) => format!("stateless {}", r.method),
+                    rsip::SipMessage::Response(r) => {
+                        format!("stateless {}", r.status_code.code())
+                    }
+                },
+                Action::Charge {
+                    function, request, ..
+                } => format!("charge {:?} {:?}", request.kind, function),
+                Action::Forget { .. } => "forget".into(),
+            })
+            .collect()
+    }
+
+    fn requests(actions: &[Action]) -> Vec<(TxKey, rsip::Request, Target)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Request {
+                    key,
+                    request,
+                    target,
+                } => Some((key.clone(), request.clone(), *target)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answer(key: &TxKey, request: &rsip::Request, status: u16, who: &str) -> TxEvent {
+        let mut response = response_to(request, rsip::StatusCode::from(status), Some("b1"));
+        if (101..300).contains(&status) {
+            response
+                .headers
+                .push(rsip::Header::Contact(rsip::headers::Contact::new(format!(
+                    "<sip:{who}@{HARNESS};transport=udp>"
+                ))));
+        }
+        TxEvent::Response {
+            key: key.clone(),
+            response,
+            retransmission: false,
+            source: harness(),
+        }
+    }
+
+    fn retransmitted(event: TxEvent) -> TxEvent {
+        match event {
+            TxEvent::Response {
+                key,
+                response,
+                source,
+                ..
+            } => TxEvent::Response {
+                key,
+                response,
+                retransmission: true,
+                source,
+            },
+            other => other,
+        }
+    }
+
+    const START: [&str; 2] = ["charge Start OriginatingPf", "charge Start TerminatingPf"];
+
+    /// alice's INVITE forwarded on leg B, bob's 200 OK: the established
+    /// session; returns its legs and leg B's INVITE key and request.
+    fn establish(b: &mut B2buaCore, t0: Instant) -> (Legs, TxKey, rsip::Request) {
+        b.handle_sip(incoming(invite()), t0);
+        let (key, forwarded, _) = requests(&drain(b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        let actions = drain(b);
+        let tag_a = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Respond { response, .. } => message::to_tag(response),
+                _ => None,
+            })
+            .unwrap();
+        let legs = Legs {
+            tag_a,
+            call_id_b: message::call_id(&forwarded).unwrap(),
+            tag_b: message::from_tag(&forwarded).unwrap(),
+        };
+        (legs, key, forwarded)
+    }
+
+    #[test]
+    fn a_new_leg_with_its_own_call_id_and_start_only_after_the_200_ok() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["respond 100", "request INVITE"]);
+        let (key, forwarded, target) = requests(&actions).remove(0);
+        assert_eq!(target, harness());
+        assert_eq!(key, client_key(&forwarded));
+        assert_ne!(message::call_id(&forwarded).unwrap(), "one@test");
+        assert_ne!(message::from_tag(&forwarded).as_deref(), Some("a1"));
+
+        b.handle_sip(answer(&key, &forwarded, 180, "bob"), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["respond 180"],
+            "no Start on ringing"
+        );
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            ["stateless ACK", "respond 200", START[0], START[1]]
+        );
+        let Action::Respond { key: k, response } = &actions[1] else {
+            unreachable!()
+        };
+        assert_eq!(*k, server_key(&invite()), "answered on alice's INVITE");
+        assert_eq!(message::call_id(response).unwrap(), "one@test");
+    }
+
+    #[test]
+    fn a_cancelled_invite_cancels_leg_b_and_charges_nothing() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let (key, forwarded, _) = requests(&drain(&mut b)).remove(0);
+        b.handle_sip(incoming(cancel_for(&invite())), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["respond 200", "request CANCEL"]);
+        let (_, cancel, _) = requests(&actions).remove(0);
+        assert_eq!(
+            client_key(&cancel).branch,
+            key.branch,
+            "the CANCEL shares leg B's INVITE branch"
+        );
+        b.handle_sip(answer(&key, &forwarded, 487, "bob"), t0);
+        assert_eq!(shape(&drain(&mut b)), ["respond 487", "forget"]);
+        assert!(!b.terminate("one@test", t0), "the session is gone");
+    }
+
+    #[test]
+    fn a_reinvite_gives_an_interim_after_its_200_ok_and_a_rejected_one_none() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        let (legs, _, _) = establish(&mut b, t0);
+
+        // bob's re-INVITE on leg B goes to alice on leg A.
+        let reinvite = in_dialog(&legs, "INVITE", false, 2);
+        b.handle_sip(incoming(reinvite.clone()), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["request INVITE"]);
+        let (key, onward, _) = requests(&actions).remove(0);
+        assert_eq!(message::call_id(&onward).unwrap(), "one@test");
+        b.handle_sip(answer(&key, &onward, 200, "alice"), t0);
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            [
+                "stateless ACK",
+                "respond 200",
+                "charge Interim OriginatingPf",
+                "charge Interim TerminatingPf"
+            ]
+        );
+        let Action::Respond { key: k, .. } = &actions[1] else {
+            unreachable!()
+        };
+        assert_eq!(*k, server_key(&reinvite), "answered on bob's re-INVITE");
+        // alice's 200 OK again: ACKed again, charged once.
+        b.handle_sip(retransmitted(answer(&key, &onward, 200, "alice")), t0);
+        assert_eq!(shape(&drain(&mut b)), ["stateless ACK"]);
+
+        // alice's re-INVITE, which bob rejects: answered, not charged.
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t0);
+        let (key, onward, _) = requests(&drain(&mut b)).remove(0);
+        assert_eq!(message::call_id(&onward).unwrap(), legs.call_id_b);
+        b.handle_sip(answer(&key, &onward, 488, "bob"), t0);
+        assert_eq!(shape(&drain(&mut b)), ["respond 488"]);
+    }
+
+    #[test]
+    fn a_clients_bye_stops_charging_and_the_far_ends_200_ends_the_session() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        let (legs, _, _) = establish(&mut b, t0);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t0);
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            [
+                "respond 200",
+                "charge Stop OriginatingPf",
+                "charge Stop TerminatingPf",
+                "request BYE"
+            ]
+        );
+        let (key, bye, _) = requests(&actions).remove(0);
+        assert_eq!(message::call_id(&bye).unwrap(), legs.call_id_b, "on leg B");
+        b.handle_sip(answer(&key, &bye, 200, "bob"), t0);
+        assert_eq!(shape(&drain(&mut b)), ["forget"], "nothing charged twice");
+    }
+
+    #[test]
+    fn the_operator_sends_bye_on_both_legs_and_stops_each_after_its_200_ok() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        assert!(!b.terminate("one@test", t0), "nothing established yet");
+        let (legs, _, _) = establish(&mut b, t0);
+        // Either leg's Call-ID names the session.
+        assert!(b.terminate(&legs.call_id_b, t0));
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            ["request BYE", "request BYE"],
+            "no Stop yet"
+        );
+        assert!(!b.terminate("one@test", t0), "already ending");
+        let byes = requests(&actions);
+        assert_eq!(message::call_id(&byes[0].1).unwrap(), "one@test");
+        assert_eq!(message::call_id(&byes[1].1).unwrap(), legs.call_id_b);
+        b.handle_sip(answer(&byes[0].0, &byes[0].1, 200, "alice"), t0);
+        assert_eq!(shape(&drain(&mut b)), ["charge Stop OriginatingPf"]);
+        b.handle_sip(answer(&byes[1].0, &byes[1].1, 200, "bob"), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["charge Stop TerminatingPf", "forget"]
+        );
+    }
+
+    #[test]
+    fn the_inactivity_timer_fires_at_its_virtual_time_counted_from_the_last_activity() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        let (legs, _, _) = establish(&mut b, t0);
+        let timer = Duration::from_millis(1500);
+        assert_eq!(b.poll_timeout(), Some(t0 + timer));
+        // alice's ACK is activity: the timer starts again.
+        let t1 = t0 + Duration::from_secs(1);
+        b.handle_sip(incoming(in_dialog(&legs, "ACK", true, 1)), t1);
+        assert!(drain(&mut b).is_empty());
+        assert_eq!(b.poll_timeout(), Some(t1 + timer));
+        b.handle_timeout(t0 + timer);
+        assert!(drain(&mut b).is_empty(), "not idle long enough");
+        b.handle_timeout(t1 + timer - Duration::from_millis(1));
+        assert!(drain(&mut b).is_empty(), "not yet");
+        b.handle_timeout(t1 + timer);
+        assert_eq!(shape(&drain(&mut b)), ["request BYE", "request BYE"]);
+        assert_eq!(b.poll_timeout(), None, "the timer is spent");
+    }
+
+    #[test]
+    fn a_retransmitted_2xx_to_the_invite_is_acked_again_and_charged_once() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        let (_, key, forwarded) = establish(&mut b, t0);
+        b.handle_sip(retransmitted(answer(&key, &forwarded, 200, "bob")), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["stateless ACK"]);
+        let Action::Stateless { message: m, target } = &actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(*target, harness());
+        let rsip::SipMessage::Request(ack) = m else {
+            unreachable!()
+        };
+        assert_eq!(
+            message::call_id(ack).unwrap(),
+            message::call_id(&forwarded).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_bye_nobody_answers_still_stops_each_function_when_it_times_out() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        establish(&mut b, t0);
+        b.handle_timeout(t0 + Duration::from_secs(2));
+        let byes = requests(&drain(&mut b));
+        b.handle_sip(answer(&byes[0].0, &byes[0].1, 200, "alice"), t0);
+        assert_eq!(shape(&drain(&mut b)), ["charge Stop OriginatingPf"]);
+        b.handle_sip(
+            TxEvent::Timeout {
+                key: byes[1].0.clone(),
+            },
+            t0,
+        );
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["charge Stop TerminatingPf", "forget"]
+        );
+    }
+
+    #[test]
+    fn an_invite_that_cannot_be_sent_gets_503_and_charges_nothing() {
+        let mut b = core(vec![]);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let (key, _, _) = requests(&drain(&mut b)).remove(0);
+        b.send_failed(key, t0);
+        assert_eq!(shape(&drain(&mut b)), ["respond 503", "forget"]);
+    }
+
+    #[test]
+    fn deviations_are_branches_of_the_same_core() {
+        let t0 = Instant::now();
+        let mut b = core(vec![Deviation::StartBeforeAnswer]);
+        b.handle_sip(incoming(invite()), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["respond 100", START[0], START[1], "request INVITE"]
+        );
+
+        let mut b = core(vec![Deviation::StopBeforeByeOk]);
+        establish(&mut b, t0);
+        assert!(b.terminate("one@test", t0));
+        let kinds: Vec<RecordType> = drain(&mut b)
+            .iter()
+            .filter_map(|a| match a {
+                Action::Charge { request, .. } => Some(request.kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [RecordType::Stop, RecordType::Stop]);
+
+        // A late ACK (after T1) passes for a retransmitted 200 OK.
+        let mut b = core(vec![Deviation::SecondStartOnRetransmittedOk]);
+        let (legs, _, _) = establish(&mut b, t0);
+        b.handle_sip(
+            incoming(in_dialog(&legs, "ACK", true, 1)),
+            t0 + Duration::from_millis(500),
+        );
+        assert_eq!(shape(&drain(&mut b)), START);
+
+        let mut b = core(vec![Deviation::LateStartAfterFailedInvite]);
+        b.handle_sip(incoming(invite()), t0);
+        let (key, forwarded, _) = requests(&drain(&mut b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 486, "bob"), t0);
+        assert_eq!(shape(&drain(&mut b)), ["respond 486"]);
+        assert_eq!(b.poll_timeout(), Some(t0 + LATE_START));
+        b.handle_timeout(t0 + LATE_START);
+        assert_eq!(shape(&drain(&mut b)), [START[0], START[1], "forget"]);
+        assert_eq!(b.poll_timeout(), None);
+    }
+}
