@@ -207,6 +207,11 @@ impl Driver {
 
 /// The server's task: moves SIP events, operator commands and timer
 /// expiries into the core, and its actions out through the driver.
+///
+/// One core today. A second (the conference focus) would sit beside it:
+/// events dispatched by the focus's `wants`/`owns`, the earliest of both
+/// `poll_timeout`s slept on, `Driver::execute` called on each. Session ids
+/// are per core, so the charging queues would then be keyed by core too.
 async fn run_core(
     mut core: Box<dyn SessionCore + Send>,
     mut driver: Driver,
