@@ -35,36 +35,8 @@ use crate::sip::framing::split_list;
 use crate::sip::message;
 use crate::sip::transaction::{Role, Target, TransportKind, TxEvent, TxKey, response_to};
 
-/// What the proxy asks its task to do, in order.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Start a client transaction; `key` is the one the transaction layer
-    /// will give it (the proxy chose the branch). If it cannot be sent, feed
-    /// back `TxEvent::Timeout { key }`.
-    Request {
-        key: TxKey,
-        request: rsip::Request,
-        target: Target,
-    },
-    /// Answer on a server transaction.
-    Respond {
-        key: TxKey,
-        response: rsip::Response,
-    },
-    /// Send outside any transaction: a forwarded ACK, a 2xx retransmission.
-    Stateless {
-        message: rsip::SipMessage,
-        target: Target,
-    },
-    /// Send a CH-1 request on the charged function's ordered queue.
-    Charge {
-        session: u64,
-        function: ChargedFunction,
-        request: Ch1Request,
-    },
-    /// The session is over: nothing more will be charged on its queues.
-    Forget { session: u64 },
-}
+pub use super::core::Action;
+use super::core::SessionCore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -975,6 +947,28 @@ impl ProxyCore {
         }
         self.clients.retain(|_, (c, _)| c != call_id);
         self.actions.push_back(Action::Forget { session: s.id });
+    }
+}
+
+impl SessionCore for ProxyCore {
+    fn handle_sip(&mut self, event: TxEvent, now: Instant) {
+        ProxyCore::handle_sip(self, event, now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        ProxyCore::handle_timeout(self, now);
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        ProxyCore::poll_action(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        ProxyCore::poll_timeout(self)
+    }
+
+    fn terminate(&mut self, call_id: &str, now: Instant) -> bool {
+        ProxyCore::terminate(self, call_id, now)
     }
 }
 

@@ -1,0 +1,84 @@
+//! The seam between the reference server's session logic and its I/O.
+//!
+//! Each shape of the server (B2BUA, proxy, later a conference focus) is a
+//! sans-IO state machine: SIP events and time go in through `handle_*`,
+//! what to send comes out through [`SessionCore::poll_action`], and the next
+//! deadline through [`SessionCore::poll_timeout`]. The task in `server.rs`
+//! only moves messages between a core and the sockets, so every core is
+//! tested on a virtual clock.
+
+use std::time::Instant;
+
+use crate::charging::ch1::Ch1Request;
+use crate::profile::ChargedFunction;
+use crate::sip::transaction::{Target, TxEvent, TxKey};
+
+/// What a core asks its task to do, in order.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Start a client transaction; `key` is the one the transaction layer
+    /// will give it (the core chose the branch). If it cannot be sent, the
+    /// task calls [`SessionCore::send_failed`].
+    Request {
+        key: TxKey,
+        request: rsip::Request,
+        target: Target,
+    },
+    /// Answer on a server transaction.
+    Respond {
+        key: TxKey,
+        response: rsip::Response,
+    },
+    /// Send outside any transaction: an ACK, a 2xx retransmission.
+    Stateless {
+        message: rsip::SipMessage,
+        target: Target,
+    },
+    /// Send a CH-1 request on the charged function's ordered queue.
+    Charge {
+        session: u64,
+        function: ChargedFunction,
+        request: Ch1Request,
+    },
+    /// The session is over: nothing more will be charged on its queues.
+    Forget { session: u64 },
+}
+
+/// A sans-IO session state machine of the reference server. Object safe, so
+/// that one task can drive several (`Box<dyn SessionCore + Send>`).
+pub trait SessionCore {
+    /// A SIP event from the transaction layer, at `now`.
+    fn handle_sip(&mut self, event: TxEvent, now: Instant);
+
+    /// Fires what is due at `now` (see [`SessionCore::poll_timeout`]).
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// The next thing to do.
+    fn poll_action(&mut self) -> Option<Action>;
+
+    /// The earliest time `handle_timeout` has something to do.
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Operator stimulus: ends the established session with this Call-ID
+    /// (of either leg); false if there is none.
+    fn terminate(&mut self, call_id: &str, now: Instant) -> bool;
+
+    /// The request of an [`Action::Request`] could not be sent. By default
+    /// that is taken as its transaction timing out.
+    fn send_failed(&mut self, key: TxKey, now: Instant) {
+        self.handle_sip(TxEvent::Timeout { key }, now);
+    }
+}
+
+/// The client transaction key the transaction layer gives `request`: its top
+/// Via's branch and its method.
+pub fn client_key(request: &rsip::Request) -> TxKey {
+    TxKey {
+        branch: crate::sip::transaction::top_via(&request.headers)
+            .and_then(|v| v.branch)
+            .unwrap_or_default(),
+        method: request.method.to_string(),
+        sent_by: String::new(),
+        role: crate::sip::transaction::Role::Client,
+    }
+}
