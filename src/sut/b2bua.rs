@@ -1013,6 +1013,7 @@ mod tests {
             inactivity_timer: Some(Duration::from_millis(1500)),
             admin: None,
             deviations,
+            conference: None,
         })
     }
 
