@@ -162,6 +162,10 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             &["OFF-GRP-LEAVE-01", "OFF-GRP-TERM-01"],
             "off.group.stop-at-end",
         )],
+        Deviation::GroupStartOnFirstJoin => vec![by(
+            &["OFF-GRP-INIT-01", "OFF-GRP-INIT-02"],
+            "off.group.start-on-originator-leg",
+        )],
         Deviation::InterimOnFailedJoin => vec![by(
             &["OFF-GRP-JOIN-04"],
             "off.group.no-interim-on-failed-join",

@@ -162,11 +162,6 @@ pub const GROUP_START_ON_ORIGINATOR_LEG: Rule = sut(
     "6.2.3.2",
     "the Controlling Function sends a CH-1 StartRequest once the originator's leg of the group session is established [derived]",
 );
-pub const GROUP_START_AFTER_ORIGINATOR_LEG: Rule = sut(
-    "off.group.start-after-originator-leg",
-    "6.2.3.2",
-    "the Controlling Function's StartRequest comes only after the SUT's 200 OK to the originator's INVITE [derived]",
-);
 pub const GROUP_PARTICIPANT_COUNT: Rule = sut(
     "off.group.participant-count",
     "6.2.3.3",
@@ -238,7 +233,6 @@ pub const ALL: &[&Rule] = &[
     &NUMBER_RISES_BY_ONE,
     &ONE_SESSION_ID,
     &GROUP_START_ON_ORIGINATOR_LEG,
-    &GROUP_START_AFTER_ORIGINATOR_LEG,
     &GROUP_PARTICIPANT_COUNT,
     &GROUP_INTERIM_ON_CHANGE,
     &GROUP_INTERIM_AFTER_EVENT,

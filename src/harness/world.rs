@@ -445,6 +445,7 @@ impl World {
                 .session_end()
                 .or(teardown_from.filter(|_| self.established())),
             reinvites: self.modifications(),
+            group: self.group.is_some(),
             forbidden: self.forbidden.clone(),
             ordering: offline.map(|o| o.ordering).unwrap_or_default(),
             pinned_service_context: offline.and_then(|o| o.service_context_id.clone()),

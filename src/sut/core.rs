@@ -82,3 +82,87 @@ pub fn client_key(request: &rsip::Request) -> TxKey {
         role: crate::sip::transaction::Role::Client,
     }
 }
+
+/// Focus session ids live above this bit, so that the charging queues of a
+/// group session never meet a 1-1 session's (each core counts from 0).
+const FOCUS_SESSION_BIT: u64 = 1 << 63;
+
+/// A 1-1 core (B2BUA or proxy) with the Controlling Function beside it:
+/// what is the focus's (an INVITE to the factory, a group or a running
+/// session, anything in one of its legs, the answers to its requests) goes
+/// to the focus, everything else to the 1-1 core.
+pub struct WithFocus {
+    one_to_one: Box<dyn SessionCore + Send>,
+    focus: super::focus::FocusCore,
+}
+
+impl std::fmt::Debug for WithFocus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithFocus")
+            .field("focus", &self.focus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WithFocus {
+    pub fn new(one_to_one: Box<dyn SessionCore + Send>, focus: super::focus::FocusCore) -> Self {
+        Self { one_to_one, focus }
+    }
+
+    fn focus_owns(&self, event: &TxEvent) -> bool {
+        match event {
+            TxEvent::Request { request, .. } => self.focus.wants(request),
+            TxEvent::Response { key, .. } | TxEvent::Timeout { key } => self.focus.owns(key),
+            _ => false,
+        }
+    }
+}
+
+impl SessionCore for WithFocus {
+    fn handle_sip(&mut self, event: TxEvent, now: Instant) {
+        if self.focus_owns(&event) {
+            self.focus.handle_sip(event, now);
+        } else {
+            self.one_to_one.handle_sip(event, now);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.one_to_one.handle_timeout(now);
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        match self.focus.poll_action() {
+            Some(Action::Charge {
+                session,
+                function,
+                request,
+            }) => Some(Action::Charge {
+                session: session | FOCUS_SESSION_BIT,
+                function,
+                request,
+            }),
+            Some(Action::Forget { session }) => Some(Action::Forget {
+                session: session | FOCUS_SESSION_BIT,
+            }),
+            Some(other) => Some(other),
+            None => self.one_to_one.poll_action(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.one_to_one.poll_timeout()
+    }
+
+    fn terminate(&mut self, call_id: &str, now: Instant) -> bool {
+        self.focus.terminate(call_id, now) || self.one_to_one.terminate(call_id, now)
+    }
+
+    fn send_failed(&mut self, key: TxKey, now: Instant) {
+        if self.focus.owns(&key) {
+            self.focus.handle_sip(TxEvent::Timeout { key }, now);
+        } else {
+            self.one_to_one.send_failed(key, now);
+        }
+    }
+}

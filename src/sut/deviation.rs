@@ -83,11 +83,14 @@ pub enum Deviation {
     StopWhileParticipantsRemain,
     /// An InterimRequest when an invited participant rejects the INVITE.
     InterimOnFailedJoin,
+    /// The Controlling Function starts charging only when the first invited
+    /// participant joins, not when the originator's leg is established.
+    GroupStartOnFirstJoin,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 33] = [
+    pub const ALL: [Deviation; 34] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -121,6 +124,7 @@ impl Deviation {
         Self::NoInterimOnServerRemoval,
         Self::StopWhileParticipantsRemain,
         Self::InterimOnFailedJoin,
+        Self::GroupStartOnFirstJoin,
     ];
 
     /// The name used in configs and on the command line.
@@ -159,6 +163,7 @@ impl Deviation {
             Self::NoInterimOnServerRemoval => "no_interim_on_server_removal",
             Self::StopWhileParticipantsRemain => "stop_while_participants_remain",
             Self::InterimOnFailedJoin => "interim_on_failed_join",
+            Self::GroupStartOnFirstJoin => "group_start_on_first_join",
         }
     }
 
@@ -226,6 +231,9 @@ impl Deviation {
                 "6.2.3.7: the group session's Stop comes only when it ends"
             }
             Self::InterimOnFailedJoin => "6.2.3.3: a failed join is not charged",
+            Self::GroupStartOnFirstJoin => {
+                "6.2.3.2: the Start comes once the originator's leg is established"
+            }
         }
     }
 

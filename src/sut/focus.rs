@@ -291,7 +291,11 @@ impl FocusCore {
             service_context_id: c.service_context_id.clone(),
             served_user: originator.clone(),
             call_id: message::call_id(&request).unwrap_or_default(),
-            session_type: if user == self.config.factory_user { 3 } else { 2 },
+            session_type: if user == self.config.factory_user {
+                3
+            } else {
+                2
+            },
             next_record: 0,
             started: false,
             stopped: false,
@@ -311,7 +315,9 @@ impl FocusCore {
         } else {
             1 + members.len() as u32
         };
-        self.charge(id, RecordType::Start, invited);
+        if !self.config.has(Deviation::GroupStartOnFirstJoin) {
+            self.charge(id, RecordType::Start, invited);
+        }
         for member in members {
             self.invite_member(id, &member);
         }
@@ -472,11 +478,14 @@ impl FocusCore {
             return self.respond(key, request, 400, None);
         };
         let uri = uri_text(&refer_to);
-        let (target, params) = uri.split_once('?').unwrap_or((uri, ""));
-        let target = target.split(';').next().unwrap_or(target).to_string();
-        let remove = params
-            .split('&')
-            .any(|p| p.eq_ignore_ascii_case("method=BYE"));
+        // RFC 4579 5.5: `method=BYE` as a URI parameter (`;method=BYE`);
+        // some clients put it among the URI headers (`?method=BYE`).
+        let (address, headers) = uri.split_once('?').unwrap_or((uri, ""));
+        let mut parts = address.split(';');
+        let target = parts.next().unwrap_or(address).to_string();
+        let remove = parts
+            .chain(headers.split('&'))
+            .any(|p| p.trim().eq_ignore_ascii_case("method=BYE"));
         // Not `StatusCode::Accepted`: rsip 0.4 gives that the code 201.
         let status = rsip::StatusCode::Other(202, "Accepted".into());
         let mut accepted = response_to(request, status, None);
@@ -579,6 +588,14 @@ impl FocusCore {
             return;
         }
         let n = self.attached(conf);
+        let started = self.conferences[&conf]
+            .charging
+            .as_ref()
+            .is_some_and(|c| c.started);
+        if !started && self.config.has(Deviation::GroupStartOnFirstJoin) {
+            self.charge(conf, RecordType::Start, n);
+            return;
+        }
         self.charge(conf, RecordType::Interim, n);
     }
 

@@ -16,9 +16,10 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::b2bua::B2buaCore;
-use super::config::{Shape, SutConfig};
-use super::core::{Action, SessionCore};
+use super::config::{ConferenceConfig, Shape, SutConfig};
+use super::core::{Action, SessionCore, WithFocus};
 use super::deviation::Deviation;
+use super::focus::{FocusCharging, FocusConfig, FocusCore};
 use super::proxy::ProxyCore;
 use crate::charging::ch1::Ch1Request;
 use crate::charging::client::{ChargingClient, ClientConfig};
@@ -123,9 +124,17 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
 
     let deviations = config.deviations.clone();
     let config = Arc::new(config);
-    let core: Box<dyn SessionCore + Send> = match config.shape {
+    let focus = config
+        .conference
+        .as_ref()
+        .map(|c| FocusCore::new(focus_config(&config, c), local, transport));
+    let one_to_one: Box<dyn SessionCore + Send> = match config.shape {
         Shape::B2bua => Box::new(B2buaCore::new(config, local, transport)),
         Shape::Proxy => Box::new(ProxyCore::new(config, local, transport)),
+    };
+    let core: Box<dyn SessionCore + Send> = match focus {
+        Some(focus) => Box::new(WithFocus::new(one_to_one, focus)),
+        None => one_to_one,
     };
     let driver = Driver {
         endpoint,
@@ -139,6 +148,26 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
         admin,
         commands,
     })
+}
+
+/// The Controlling Function's config from the server's: its groups, and its
+/// charging identity when both the server and the conference charge.
+fn focus_config(config: &SutConfig, conference: &ConferenceConfig) -> FocusConfig {
+    FocusConfig {
+        domain: config.domain.clone(),
+        factory_user: conference.factory_user.clone(),
+        groups: conference.groups.clone(),
+        route_users_to: config.route_users_to,
+        charging: config
+            .charging
+            .as_ref()
+            .filter(|_| conference.charging)
+            .map(|c| FocusCharging {
+                origin_host: c.origin_host.clone(),
+                service_context_id: c.service_context_id.clone(),
+            }),
+        deviations: config.deviations.clone(),
+    }
 }
 
 fn kind(t: Transport) -> TransportKind {

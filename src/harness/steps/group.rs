@@ -19,7 +19,7 @@ use crate::sip::message::{self, CpmInvite};
 
 /// Names in a step: `carol`, `carol and dave`, `carol, dave and erin`.
 fn names(list: &str) -> Vec<String> {
-    list.split(|c| c == ',')
+    list.split(',')
         .flat_map(|part| part.split(" and "))
         .map(str::trim)
         .filter(|n| !n.is_empty())
@@ -488,8 +488,14 @@ mod tests {
         let invite = message::cpm_group_invite(&p, &members).unwrap();
         // Re-read from the wire, as the SUT does.
         let text = rsip::SipMessage::from(invite).to_string();
-        assert!(text.contains("\r\nRequire: recipient-list-invite\r\n"), "{text}");
-        assert!(text.contains("Content-Type: multipart/mixed;boundary="), "{text}");
+        assert!(
+            text.contains("\r\nRequire: recipient-list-invite\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: multipart/mixed;boundary="),
+            "{text}"
+        );
         let parsed = message::parse_request(text).unwrap();
         assert_eq!(crate::sut::focus::recipient_list(&parsed), members);
     }

@@ -48,14 +48,6 @@ fn sip_event(w: &World, user: &str, what: &str) -> Option<Stamp> {
                 reinvite: false,
             },
         ),
-        "answered INVITE" => (
-            false,
-            SipWhat::Response {
-                status: 200,
-                method: rsip::Method::Invite,
-                reinvite: false,
-            },
-        ),
         "200 OK to the SUT's BYE" => (
             true,
             SipWhat::Response {
@@ -118,13 +110,12 @@ async fn every_after(
 }
 
 #[then(
-    regex = r"^every (\w+) arrives after (\w+)'s (200 OK to the INVITE|200 OK to the re-INVITE|re-INVITE|BYE|200 OK to the SUT's BYE|answered INVITE)$"
+    regex = r"^every (\w+) arrives after (\w+)'s (200 OK to the INVITE|200 OK to the re-INVITE|re-INVITE|BYE|200 OK to the SUT's BYE)$"
 )]
 async fn every_after_user(w: &mut World, kind: String, user: String, what: String) -> StepResult {
     if w.group.is_some() {
         // In a group session each join or departure is its own event.
         let rule = match (kind.as_str(), what.as_str()) {
-            ("StartRequest", _) => &rules::GROUP_START_AFTER_ORIGINATOR_LEG,
             ("StopRequest", _) => &rules::GROUP_STOP_AT_END,
             _ => &rules::GROUP_INTERIM_AFTER_EVENT,
         };
@@ -143,11 +134,10 @@ async fn every_after_user(w: &mut World, kind: String, user: String, what: Strin
 /// came after `user`'s SIP event: in a group session, where each join and
 /// departure has its own Interim, only the latest one is about this event.
 #[then(
-    regex = r"^that (\w+) arrives after (\w+)'s (200 OK to the INVITE|BYE|200 OK to the SUT's BYE|answered INVITE)$"
+    regex = r"^that (\w+) arrives after (\w+)'s (200 OK to the INVITE|BYE|200 OK to the SUT's BYE)$"
 )]
 async fn that_after_user(w: &mut World, kind: String, user: String, what: String) -> StepResult {
     let rule = match kind.as_str() {
-        "StartRequest" => &rules::GROUP_START_AFTER_ORIGINATOR_LEG,
         "StopRequest" => &rules::GROUP_STOP_AT_END,
         _ => &rules::GROUP_INTERIM_AFTER_EVENT,
     };
@@ -292,7 +282,7 @@ async fn silent_while_held(w: &mut World) -> StepResult {
     {
         Some(RecordType::Interim) if group => &rules::GROUP_INTERIM_AFTER_EVENT,
         Some(RecordType::Stop) if group => &rules::GROUP_STOP_AT_END,
-        Some(RecordType::Start) if group => &rules::GROUP_START_AFTER_ORIGINATOR_LEG,
+        Some(RecordType::Start) if group => &rules::GROUP_START_ON_ORIGINATOR_LEG,
         Some(RecordType::Interim) => &rules::INTERIM_AFTER_ANSWER,
         Some(RecordType::Stop) => &rules::STOP_AFTER_CLIENT_OK,
         Some(RecordType::Event) => &rules::EVENT_ON_FAILURE_AS_PROFILED,
