@@ -8,9 +8,12 @@
 //! stopped by SIGINT / SIGTERM (the summary holds what finished, marked
 //! `"interrupted": true`).
 //!
-//! A run first removes the summary and cucumber log of its output paths, so
-//! that a run that cannot start, or dies, never leaves an older run's
-//! verdict where CI looks for this one's.
+//! Reports go to a new folder per run, `reports/<run-id>/`, and
+//! `reports/latest` points at it; `--json`, `--cucumber-log`, `--junit` and
+//! `--cucumber-json` put one report elsewhere. A run first creates its
+//! folder and moves `latest` to it, and removes what an earlier run left at
+//! its explicit paths, so that a run that cannot start, or dies, never
+//! leaves an older run's verdict where CI looks for this one's.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +23,8 @@ use clap::{Args, Parser, Subcommand};
 
 use cpmcc::harness::{self, Listening, RunHooks, RunOptions};
 use cpmcc::profile::SutProfile;
+use cpmcc::report::catalog;
+use cpmcc::report::run_dir::{self, RunDir};
 use cpmcc::report::sanitize::escape;
 use cpmcc::sut::{self, Deviation, SutConfig};
 
@@ -37,6 +42,8 @@ struct Cli {
     run: RunArgs,
 }
 
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the suite against the SUT of a profile (the default command).
@@ -49,6 +56,15 @@ enum Command {
     },
     /// List the reference server's named deviations and the rule each breaks.
     Deviations,
+    /// List every test purpose: id, clause, mode, title, what it needs of the SUT.
+    List {
+        /// Features folder.
+        #[arg(long, default_value = "features")]
+        features: PathBuf,
+        /// One JSON array, an object per test purpose.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -71,19 +87,91 @@ struct RunArgs {
     /// Switch on a deviation in the embedded reference SUT (repeatable).
     #[arg(long = "deviation", value_name = "NAME")]
     deviations: Vec<String>,
-    /// Where to write the machine-readable summary.
-    #[arg(long, default_value = "reports/summary.json")]
-    json: PathBuf,
-    /// Where to write cucumber's step-by-step log.
-    #[arg(long, default_value = "reports/cucumber.log")]
+    /// Reports folder: each run writes into a new DIR/<run-id>/ and points DIR/latest at it.
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    reports: PathBuf,
+    /// Where to write the machine-readable summary [default: DIR/<run-id>/summary.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Where to write cucumber's step-by-step log [default: DIR/<run-id>/cucumber.log].
+    #[arg(long)]
+    cucumber_log: Option<PathBuf>,
+    /// Where to write the JUnit XML report (cucumber's writer; one test case per scenario)
+    /// [default: DIR/<run-id>/junit.xml].
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Where to write the Cucumber JSON report (cucumber's writer)
+    /// [default: DIR/<run-id>/cucumber.json].
+    #[arg(long)]
+    cucumber_json: Option<PathBuf>,
+}
+
+/// The four reports of a run, and the run folder if any of them goes there.
+#[derive(Debug)]
+struct Outputs {
+    run_dir: Option<RunDir>,
+    summary: PathBuf,
     cucumber_log: PathBuf,
-    /// Where to write the JUnit XML report (cucumber's writer; one test case per scenario).
-    #[arg(long, default_value = "reports/junit.xml")]
     junit: PathBuf,
-    /// Where to write the Cucumber JSON report (cucumber's writer).
-    #[arg(long, default_value = "reports/cucumber.json")]
     cucumber_json: PathBuf,
 }
+
+impl Outputs {
+    /// Creates the run folder and moves `latest` to it, unless every report
+    /// has an explicit path (then the reports folder is left alone).
+    fn prepare(args: &RunArgs) -> anyhow::Result<Self> {
+        let explicit = [
+            &args.json,
+            &args.cucumber_log,
+            &args.junit,
+            &args.cucumber_json,
+        ];
+        let run_dir = if explicit.iter().any(|p| p.is_none()) {
+            let dir = run_dir::start(&args.reports).with_context(|| {
+                format!(
+                    "cannot write {}: no run folder with {} pointing at it",
+                    args.reports.display(),
+                    run_dir::LATEST
+                )
+            })?;
+            // Where reports went before there were run folders: gone, so
+            // nobody reads an old verdict there as this run's.
+            for name in REPORTS {
+                let flat = args.reports.join(name);
+                if flat.is_file() {
+                    std::fs::remove_file(&flat)
+                        .with_context(|| format!("cannot remove {}", flat.display()))?;
+                }
+            }
+            Some(dir)
+        } else {
+            None
+        };
+        let at = |path: &Option<PathBuf>, name: &str| match (path, &run_dir) {
+            (Some(path), _) => path.clone(),
+            (None, Some(dir)) => dir.path.join(name),
+            // Not reached: a run folder exists unless every path is explicit.
+            (None, None) => args.reports.join(name),
+        };
+        let [summary, cucumber_log, junit, cucumber_json] = REPORTS;
+        let outputs = Outputs {
+            summary: at(&args.json, summary),
+            cucumber_log: at(&args.cucumber_log, cucumber_log),
+            junit: at(&args.junit, junit),
+            cucumber_json: at(&args.cucumber_json, cucumber_json),
+            run_dir,
+        };
+        // Before anything can fail: no stale verdict survives this run.
+        prepare_output(&outputs.summary, &[])?;
+        prepare_output(&outputs.cucumber_log, &[])?;
+        prepare_output(&outputs.junit, &[])?;
+        prepare_output(&outputs.cucumber_json, &[])?;
+        Ok(outputs)
+    }
+}
+
+/// The reports of a run folder, by file name.
+const REPORTS: [&str; 4] = ["summary.json", "cucumber.log", "junit.xml", "cucumber.json"];
 
 /// A relative default that is missing here is looked up beside Cargo.toml,
 /// so `cargo run` works from any folder of the checkout.
@@ -120,6 +208,7 @@ fn main() -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Some(Command::List { features, json }) => list(&locate(&features), json),
         }
     });
     match outcome {
@@ -201,12 +290,19 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = u8>> {
     })
 }
 
+/// `cpmcc list`: the test purposes of the features, as lines or JSON.
+fn list(features: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let all = catalog::load(features)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        print!("{}", catalog::render(&all));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    // Before anything can fail: no stale verdict survives this run.
-    prepare_output(&args.json, &[])?;
-    prepare_output(&args.cucumber_log, &[])?;
-    prepare_output(&args.junit, &[])?;
-    prepare_output(&args.cucumber_json, &[])?;
+    let outputs = Outputs::prepare(&args)?;
     let profile_path = locate(&args.profile);
     let profile = SutProfile::load(&profile_path)?;
     let deviations = args
@@ -254,9 +350,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             concurrency: args.concurrency,
             free_ports: args.free_ports,
             deviations,
-            cucumber_log: Some(args.cucumber_log.clone()),
-            junit: Some(args.junit.clone()),
-            cucumber_json: Some(args.cucumber_json.clone()),
+            cucumber_log: Some(outputs.cucumber_log.clone()),
+            junit: Some(outputs.junit.clone()),
+            cucumber_json: Some(outputs.cucumber_json.clone()),
         },
         hooks,
     )
@@ -272,7 +368,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     print!("{}", summary.render());
-    write_summary(&args.json, &summary)?;
+    write_summary(&outputs.summary, &summary)?;
+    if let Some(dir) = &outputs.run_dir {
+        eprintln!(
+            "cpmcc: reports in {} ({} points there)",
+            dir.path.display(),
+            args.reports.join(run_dir::LATEST).display()
+        );
+    }
     Ok(match caught.get() {
         Some(signal) => ExitCode::from(128 + signal),
         None if summary.passed() => ExitCode::SUCCESS,

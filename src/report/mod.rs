@@ -1,6 +1,9 @@
 //! Turning what the harness saw into what it writes: text from the wire made
-//! safe to print ([`sanitize`]) and the bounded record of messages that
-//! belonged to no scenario ([`strays`]).
+//! safe to print ([`sanitize`]), the bounded record of messages that
+//! belonged to no scenario ([`strays`]), one folder per run
+//! ([`run_dir`]) and the catalogue of test purposes ([`catalog`]).
 
+pub mod catalog;
+pub mod run_dir;
 pub mod sanitize;
 pub mod strays;
