@@ -81,7 +81,8 @@ fn run_external_shaped(
              route_users_to: 127.0.0.1:{harness_sip}\n\
              charging:\n  server: 127.0.0.1:{diameter}\n  functions: [originating_pf, terminating_pf]\n{server_charging}\
              inactivity_timer: 1500ms\n\
-             admin: 127.0.0.1:{admin}\n"
+             admin: 127.0.0.1:{admin}\n\
+             conference:\n  groups:\n    team-a: [sip:carol.team-a@test.invalid, sip:dave.team-a@test.invalid]\n"
         ),
     )
     .unwrap();
@@ -93,6 +94,7 @@ fn run_external_shaped(
              sut: {{ sip: {{ address: 127.0.0.1:{sut_sip}, transport: {transport} }}, domain: test.invalid }}\n\
              harness: {{ sip: {{ listen: 127.0.0.1:{harness_sip} }}, diameter: {{ listen: 127.0.0.1:{diameter} }} }}\n\
              charging: {{ offline: {offline} }}\n\
+             groups:\n  conference_factory: conf-factory\n  pre_defined: {{ team-a: [carol, dave] }}\n  dial_in: true\n  refer_add: true\n  refer_remove: true\n\
              stimuli:\n  inactivity_timer: 1500ms\n  bye_timeout: 1280ms\n  operator_terminate:\n    http: {{ url: \"http://127.0.0.1:{admin}/sessions/{{call_id}}/terminate\" }}\n{profile_extra}"
         ),
     )
@@ -135,7 +137,10 @@ fn all_pass(out: &str) -> bool {
 
 #[test]
 fn the_suite_passes_the_reference_server_run_as_an_external_process() {
-    let (code, out) = run_external("pass", "{ functions: [originating_pf, terminating_pf] }");
+    let (code, out) = run_external(
+        "pass",
+        "{ functions: [originating_pf, terminating_pf, controlling_function] }",
+    );
     assert_eq!(code, Some(0), "{out}");
     assert!(all_pass(&out), "{out}");
 }
@@ -145,7 +150,7 @@ fn a_service_context_id_pinned_by_the_profile_is_asserted() {
     // The server sends 32260@3gpp.org; the profile pins another value.
     let (code, out) = run_external(
         "pinned",
-        "{ functions: [originating_pf, terminating_pf], service_context_id: cpm@oma.test }",
+        "{ functions: [originating_pf, terminating_pf, controlling_function], service_context_id: cpm@oma.test }",
     );
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("profile.service-context-id"), "{out}");
@@ -170,6 +175,9 @@ fn a_profile_with_an_unknown_key_stops_the_run_naming_file_and_key() {
     let output = Command::new(env!("CARGO_BIN_EXE_cpmcc"))
         .arg("--profile")
         .arg(&profile)
+        // Never into the checkout's reports/.
+        .arg("--reports")
+        .arg(dir.join("reports"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -187,7 +195,7 @@ fn a_server_naming_the_served_user_in_the_start_only_passes_without_strays() {
     // and the harness must still attribute them to their scenario.
     let (code, out) = run_external_with(
         "start-only",
-        "{ functions: [originating_pf, terminating_pf] }",
+        "{ functions: [originating_pf, terminating_pf, controlling_function] }",
         "  served_user_in_start_only: true\n",
     );
     assert_eq!(code, Some(0), "{out}");
@@ -202,7 +210,7 @@ fn a_server_started_first_whose_client_connects_seconds_later_is_awaited() {
     // for its CER, says so, and then passes as if it had been there.
     let (code, out) = run_external_with(
         "late-link",
-        "{ functions: [originating_pf, terminating_pf] }",
+        "{ functions: [originating_pf, terminating_pf, controlling_function] }",
         "  connect_after: 3s\n",
     );
     assert_eq!(code, Some(0), "{out}");
@@ -227,7 +235,7 @@ fn both_shapes_over_udp_and_tcp_started_first_and_connecting_late_pass() {
     ] {
         let (code, out) = run_external_shaped(
             &format!("late-{shape}-{transport}"),
-            "{ functions: [originating_pf, terminating_pf] }",
+            "{ functions: [originating_pf, terminating_pf, controlling_function] }",
             "  connect_after: 2s\n",
             "",
             shape,
@@ -252,7 +260,7 @@ fn no_sut_peer_within_the_wait_stops_the_run_with_exit_3() {
     // nobody connects, and the run says so instead of failing every scenario.
     let (code, out) = run_external_full(
         "no-link",
-        "{ functions: [originating_pf, terminating_pf] }",
+        "{ functions: [originating_pf, terminating_pf, controlling_function] }",
         "  connect_after: 30s\n",
         "timers: { sut_link: 1s }\n",
     );
