@@ -130,6 +130,23 @@ pub struct ChargingSection {
     /// Offline (CH-1, Diameter Rf); absent when the SUT does no offline charging.
     #[serde(default)]
     pub offline: Option<OfflineCharging>,
+    /// Online (CH-2, Diameter Ro); absent when the SUT does no online charging.
+    #[serde(default)]
+    pub online: Option<OnlineCharging>,
+}
+
+/// How the SUT charges online: which functions ask the Charging Enabler
+/// for credit before they let the session go on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineCharging {
+    /// The charged functions that ask for credit; each is its own CH-2
+    /// session and the harness asserts every one of them.
+    pub functions: Vec<ChargedFunction>,
+    /// The final response the SUT gives an INVITE whose InitialRequest was
+    /// refused; absent: any 4xx-6xx.
+    #[serde(default)]
+    pub refusal_status: Option<u16>,
 }
 
 /// How the SUT charges offline.
@@ -428,6 +445,10 @@ impl SutProfile {
     /// The offline charging section, if the SUT charges offline.
     pub fn offline(&self) -> Option<&OfflineCharging> {
         self.charging.offline.as_ref()
+    }
+
+    pub fn online(&self) -> Option<&OnlineCharging> {
+        self.charging.online.as_ref()
     }
 
     /// The reason a known deviation is listed for this test purpose, if any.

@@ -101,11 +101,13 @@ impl OcsSelector {
         ordinal: u32,
         any_ordinal: u32,
     ) -> bool {
-        self.served_user.as_deref().is_none_or(|u| user == Some(u))
-            && self
-                .session_id
-                .as_deref()
-                .is_none_or(|s| s == req.session_id)
+        // The full URI, or its user part (what a harness step knows).
+        self.served_user.as_deref().is_none_or(|u| {
+            user == Some(u) || user.and_then(crate::sip::message::uri_user) == Some(u)
+        }) && self
+            .session_id
+            .as_deref()
+            .is_none_or(|s| s == req.session_id)
             && self.kind.is_none_or(|k| k == req.kind)
             && self.ordinal.is_none_or(|n| {
                 n == if self.kind.is_some() {

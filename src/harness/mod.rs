@@ -4,6 +4,7 @@
 //! flow after each scenario, and turns it all into verdicts.
 
 pub mod expect;
+pub mod online;
 pub mod rules;
 pub mod steps;
 pub mod stimulus;
@@ -641,6 +642,9 @@ fn not_applicable(profile: &SutProfile, tags: &[&String]) -> Option<String> {
     let has = |t: &str| tags.iter().any(|x| x.as_str() == t);
     if has("offline") && profile.offline().is_none() {
         return Some("the SUT profile declares no offline charging (charging.offline)".into());
+    }
+    if has("online") && profile.online().is_none() {
+        return Some("the SUT profile declares no online charging (charging.online)".into());
     }
     if has("needs-inactivity-timer") && profile.stimuli.inactivity_timer.is_none() {
         return Some(

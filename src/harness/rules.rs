@@ -188,6 +188,98 @@ pub const GROUP_STOP_AT_END: Rule = sut(
     "the Controlling Function's StopRequest comes when the group session ends (its last participant gone, or ended by the chair or the operator), never while participants remain",
 );
 
+// 6.3.3: online charging (CH-2, Diameter Ro).
+pub const ON_INITIAL_ON_INVITE: Rule = sut(
+    "on.initial.on-invite",
+    "6.3.3.1",
+    "each online function sends a CH-2 InitialRequest on the originator's INVITE [derived]",
+);
+pub const ON_FORWARD_AFTER_INITIAL: Rule = sut(
+    "on.initial.forward-after-answer",
+    "6.3.3.1",
+    "the INVITE is forwarded to the recipient only after a successful CH-2 Response to every InitialRequest [derived]",
+);
+pub const ON_REFUSAL_REJECTS_INVITE: Rule = sut(
+    "on.initial.refusal-rejects-invite",
+    "6.3.3.1",
+    "a refused InitialRequest makes the SUT reject the INVITE and forward nothing [derived]",
+);
+pub const ON_UPDATE_ON_MODIFICATION: Rule = sut(
+    "on.update.on-modification",
+    "6.3.3.4",
+    "a client's re-INVITE is charged with a CH-2 UpdateRequest from each online function",
+);
+pub const ON_FORWARD_AFTER_UPDATE: Rule = sut(
+    "on.update.forward-after-answer",
+    "6.3.3.4",
+    "the UpdateRequest and its Response come before the SUT forwards the re-INVITE",
+);
+pub const ON_TERMINATION_ON_CLIENT_BYE: Rule = sut(
+    "on.termination.on-client-bye",
+    "6.3.3.7",
+    "a client's BYE is charged with a CH-2 TerminationRequest, after the BYE",
+);
+pub const ON_TERMINATION_ON_SERVER_BYE: Rule = sut(
+    "on.termination.on-server-bye",
+    "6.3.3.7",
+    "the SUT sending its BYE triggers the CH-2 TerminationRequest: it comes without waiting for the client's 200 OK",
+);
+pub const ON_FINAL_UNITS_END_SESSION: Rule = sut(
+    "on.final-units.end-session",
+    "6.3.3",
+    "a final-unit indication with TERMINATE ends the session once the granted units are used: a BYE to every leg and a TerminationRequest",
+);
+pub const ON_ONE_INITIAL: Rule = sut(
+    "online.one-initial",
+    "every flow",
+    "exactly one InitialRequest per CH-2 session",
+);
+pub const ON_AT_MOST_ONE_TERMINATION: Rule = sut(
+    "online.at-most-one-termination",
+    "every flow",
+    "at most one TerminationRequest per CH-2 session",
+);
+pub const ON_REQUEST_NUMBERS: Rule = sut(
+    "online.request-numbers",
+    "every flow",
+    "CC-Request-Number starts at 0 and rises by one",
+);
+pub const ON_ONE_SESSION_ID: Rule = sut(
+    "online.one-session-id",
+    "every flow",
+    "one Session-Id from InitialRequest to TerminationRequest",
+);
+pub const ON_UNITS_REQUESTED: Rule = sut(
+    "online.units-requested",
+    "every flow",
+    "InitialRequest and UpdateRequest ask for units",
+);
+pub const ON_USED_UNITS_REPORTED: Rule = sut(
+    "online.used-units-reported",
+    "every flow",
+    "UpdateRequest and TerminationRequest report used units",
+);
+pub const ON_NOTHING_AFTER_TERMINATION: Rule = sut(
+    "online.nothing-after-termination",
+    "every flow",
+    "no request after the TerminationRequest",
+);
+pub const ON_REFUSED_INITIAL_ENDS_SESSION: Rule = sut(
+    "online.refused-initial-ends-session",
+    "every flow",
+    "a refused InitialRequest ends the CH-2 session: no request follows it, no TerminationRequest either",
+);
+pub const ON_NO_USAGE_UNDER_REFUSED_SERVICE: Rule = sut(
+    "online.no-usage-under-refused-service",
+    "every flow",
+    "no units reported used for a service the OCS refused at MSCC level",
+);
+pub const ON_SERVICE_INFORMATION: Rule = sut(
+    "online.service-information",
+    "every flow",
+    "every CH-2 request carries Service-Information",
+);
+
 // The wire (RFC 6733, spec/binding.md).
 pub const RF_APPLICATION_ID: Rule = sut(
     "dia.rf.application-id",
@@ -238,10 +330,45 @@ pub const ALL: &[&Rule] = &[
     &GROUP_INTERIM_AFTER_EVENT,
     &GROUP_NO_INTERIM_ON_FAILED_JOIN,
     &GROUP_STOP_AT_END,
+    &ON_INITIAL_ON_INVITE,
+    &ON_FORWARD_AFTER_INITIAL,
+    &ON_REFUSAL_REJECTS_INVITE,
+    &ON_UPDATE_ON_MODIFICATION,
+    &ON_FORWARD_AFTER_UPDATE,
+    &ON_TERMINATION_ON_CLIENT_BYE,
+    &ON_TERMINATION_ON_SERVER_BYE,
+    &ON_FINAL_UNITS_END_SESSION,
+    &ON_ONE_INITIAL,
+    &ON_AT_MOST_ONE_TERMINATION,
+    &ON_REQUEST_NUMBERS,
+    &ON_ONE_SESSION_ID,
+    &ON_UNITS_REQUESTED,
+    &ON_USED_UNITS_REPORTED,
+    &ON_NOTHING_AFTER_TERMINATION,
+    &ON_REFUSED_INITIAL_ENDS_SESSION,
+    &ON_NO_USAGE_UNDER_REFUSED_SERVICE,
+    &ON_SERVICE_INFORMATION,
     &RF_APPLICATION_ID,
     &PINNED_SERVICE_CONTEXT,
     &EVERY_REQUEST_ANSWERED,
 ];
+
+/// The catalogue entry of an online every-flow rule.
+pub fn online(rule: crate::charging::online_rules::OnlineRule) -> &'static Rule {
+    use crate::charging::online_rules::OnlineRule as R;
+    match rule {
+        R::ExactlyOneInitial => &ON_ONE_INITIAL,
+        R::AtMostOneTermination => &ON_AT_MOST_ONE_TERMINATION,
+        R::RequestNumbers => &ON_REQUEST_NUMBERS,
+        R::OneSessionId => &ON_ONE_SESSION_ID,
+        R::UnitsRequested => &ON_UNITS_REQUESTED,
+        R::UsedUnitsReported => &ON_USED_UNITS_REPORTED,
+        R::NothingAfterTermination => &ON_NOTHING_AFTER_TERMINATION,
+        R::RefusedInitialEndsSession => &ON_REFUSED_INITIAL_ENDS_SESSION,
+        R::NoUsageUnderRefusedService => &ON_NO_USAGE_UNDER_REFUSED_SERVICE,
+        R::ServiceInformationPresent => &ON_SERVICE_INFORMATION,
+    }
+}
 
 /// Looks a rule up by id.
 pub fn by_id(id: &str) -> Option<&'static Rule> {
@@ -261,5 +388,12 @@ mod tests {
             assert!(!r.text.is_empty() && !r.clause.is_empty());
         }
         assert_eq!(by_id("no.such.rule"), None);
+    }
+
+    #[test]
+    fn every_online_rule_has_its_entry_under_its_own_key() {
+        for r in crate::charging::online_rules::OnlineRule::ALL {
+            assert_eq!(online(r).id, r.key());
+        }
     }
 }

@@ -159,6 +159,9 @@ pub struct World {
     /// next "arrives" step looks after it (functions report independently,
     /// so one function's mark says nothing of another's).
     pub marks: HashMap<ChargedFunction, Stamp>,
+    /// The same per function for CH-2 requests (a function may charge on
+    /// both interfaces, each its own session).
+    pub online_marks: HashMap<ChargedFunction, Stamp>,
     /// The failure that ended the scenario, with its verdict.
     pub outcome: Option<StepFailure>,
     /// The judge's findings, once the scenario was judged.
@@ -187,6 +190,7 @@ impl World {
             sip_log: Vec::new(),
             watermark: started,
             marks: HashMap::new(),
+            online_marks: HashMap::new(),
             outcome: None,
             forbidden: Vec::new(),
             judgement: None,
@@ -504,6 +508,76 @@ impl World {
                 timeout,
             )
             .await
+    }
+}
+
+impl World {
+    /// The functions the profile declares for online charging (1-1: the
+    /// Participating Functions).
+    pub fn online_functions(&self) -> Vec<ChargedFunction> {
+        let group = self.group.is_some();
+        self.profile()
+            .online()
+            .map(|o| {
+                o.functions
+                    .iter()
+                    .copied()
+                    .filter(|f| (*f == ChargedFunction::ControllingFunction) == group)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// This scenario's CH-2 requests for a function, in arrival order.
+    pub fn online_records_for(
+        &self,
+        function: ChargedFunction,
+    ) -> Vec<super::online::OnlineRecord> {
+        match self.stream(function) {
+            Some(stream) => super::online::stream_records(self.ctx.enabler.records(), &stream),
+            None => Vec::new(),
+        }
+    }
+
+    /// Waits for `function`'s first CH-2 request of `kind` after `after`.
+    pub async fn wait_online(
+        &self,
+        function: ChargedFunction,
+        kind: crate::charging::ch2::RequestType,
+        after: Stamp,
+        timeout: Duration,
+    ) -> Option<super::online::OnlineRecord> {
+        let found = |w: &World| {
+            w.online_records_for(function)
+                .into_iter()
+                .find(|r| r.record.stamp > after && r.request.kind == kind)
+        };
+        if let Some(r) = found(self) {
+            return Some(r);
+        }
+        let stream = self.stream(function)?;
+        let sessions: Vec<String> = self
+            .online_records_for(function)
+            .iter()
+            .map(|r| r.request.session_id.clone())
+            .collect();
+        let record = self
+            .ctx
+            .enabler
+            .wait_for(
+                |r| {
+                    r.stamp > after
+                        && r.ch2().and_then(Result::ok).is_some_and(|c| {
+                            c.kind == kind
+                                && (super::online::names_stream(&c, &stream)
+                                    || sessions.contains(&c.session_id))
+                        })
+                },
+                timeout,
+            )
+            .await?;
+        let request = record.ch2()?.ok()?;
+        Some(super::online::OnlineRecord { record, request })
     }
 }
 

@@ -46,7 +46,17 @@ pub async fn judge(w: &mut World) -> Judgement {
     tokio::time::sleep(w.profile().timers.settle).await;
     let records = w.ctx.enabler.records();
     let harness = harness_rules(&expect::scenario_records(records.clone(), &facts));
-    let violations = expect::judge_scenario(&facts, &records);
+    let mut violations = expect::judge_scenario(&facts, &records);
+    let online_streams: Vec<_> = w
+        .online_functions()
+        .into_iter()
+        .filter_map(|f| w.stream(f))
+        .collect();
+    violations.extend(crate::harness::online::judge(
+        &online_streams,
+        &records,
+        &w.ctx.enabler,
+    ));
     let judgement = Judgement {
         facts,
         violations,

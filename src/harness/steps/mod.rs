@@ -5,5 +5,6 @@
 pub mod charging;
 pub mod group;
 pub mod judge;
+pub mod online;
 pub mod ordering;
 pub mod sip;

@@ -70,6 +70,9 @@ async fn every_after(
     what: &str,
     rule: &'static Rule,
 ) -> StepResult {
+    if let Some(kind) = crate::harness::online::kind_named(kind) {
+        return every_online_after(w, kind, user, what).await;
+    }
     let Some(kind) = record_type_named(kind) else {
         return Err(w.harness_error(format!("`{kind}` is not a CH-1 session request")));
     };
@@ -102,6 +105,48 @@ async fn every_after(
                     w.served_user(function).unwrap_or_default()
                 ),
                 format!("{who}'s {what}, then the {}", kind.ch1_name()),
+                format!("in arrival order:\n{}", observed.join("\n")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`every_after`] for CH-2 requests: a TerminationRequest after the BYE.
+async fn every_online_after(
+    w: &mut World,
+    kind: crate::charging::ch2::RequestType,
+    user: Option<&str>,
+    what: &str,
+) -> StepResult {
+    use crate::harness::online::{kind_name, line};
+    for function in w.online_functions() {
+        let who = match user {
+            Some(u) => u.to_owned(),
+            None => w.served_user(function).unwrap_or_default(),
+        };
+        let Some(event) = sip_event(w, &who, what) else {
+            return Err(w.harness_error(format!("no \"{who}'s {what}\" happened in this scenario")));
+        };
+        let records = w.online_records_for(function);
+        if records
+            .iter()
+            .any(|r| r.request.kind == kind && r.record.stamp < event)
+        {
+            let mut observed: Vec<String> = records
+                .iter()
+                .filter(|r| r.record.stamp < event)
+                .map(line)
+                .collect();
+            observed.push(format!("{who}'s {what}"));
+            observed.extend(records.iter().filter(|r| r.record.stamp > event).map(line));
+            return Err(w.fail(
+                &rules::ON_TERMINATION_ON_CLIENT_BYE,
+                format!(
+                    "the {function} serving {}",
+                    w.served_user(function).unwrap_or_default()
+                ),
+                format!("{who}'s {what}, then the {}", kind_name(kind)),
                 format!("in arrival order:\n{}", observed.join("\n")),
             ));
         }

@@ -71,6 +71,13 @@ async fn has_session(w: &mut World, a: String, b: String) -> StepResult {
 
 #[when(expr = "{word} invites {word} to a 1-1 CPM session")]
 async fn invite(w: &mut World, a: String, b: String) -> StepResult {
+    send_invite(w, &a, &b).await?;
+    await_forwarded_invite(w, &a, &b).await
+}
+
+/// `a` sends its INVITE for a 1-1 session with `b` to the SUT.
+pub(super) async fn send_invite(w: &mut World, a: &str, b: &str) -> StepResult {
+    let (a, b) = (a.to_owned(), b.to_owned());
     let sut = w.ctx.sut_sip;
     let to = w.user(&b)?.uri.clone();
     let caller = w.user(&a)?;
@@ -115,8 +122,12 @@ async fn invite(w: &mut World, a: String, b: String) -> StepResult {
     );
     w.originator = Some(a.clone());
     w.recipient = Some(b.clone());
+    Ok(())
+}
 
-    // The SUT must forward the INVITE to the recipient.
+/// The SUT must forward `a`'s INVITE to `b`: awaited and kept on `b`'s leg.
+pub(super) async fn await_forwarded_invite(w: &mut World, a: &str, b: &str) -> StepResult {
+    let (a, b) = (a.to_owned(), b.to_owned());
     let timeout = w.profile().timers.sip_answer;
     let Some(PendingRequest { key, request, .. }) =
         await_request(w, &b, rsip::Method::Invite, false, timeout).await?
