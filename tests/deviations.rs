@@ -55,11 +55,11 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
         Deviation::EventOnFailedInvite => vec![by(&["OFF-INIT-03"], "off.event.failed-invite")],
         Deviation::DuplicateStart => vec![by(&["OFF-INIT-01"], "off.session.one-start")],
         Deviation::NoInterimOnReinvite => vec![by(
-            &["OFF-MOD-01", "OFF-MOD-02"],
+            &["OFF-MOD-01", "OFF-MOD-02", "OFF-GRP-MOD-01"],
             "off.interim.on-modification",
         )],
         Deviation::InterimBeforeReinviteAnswer => vec![by_while(
-            &["OFF-MOD-03"],
+            &["OFF-MOD-03", "OFF-GRP-MOD-01"],
             "off.interim.after-answer",
             "held back",
         )],
@@ -125,7 +125,10 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             by(&["OFF-INIT-03"], "off.start.none-on-failure"),
         ],
         Deviation::InterimOnRejectedReinvite => {
-            vec![by(&["OFF-MOD-04"], "off.interim.one-per-modification")]
+            vec![by(
+                &["OFF-MOD-04", "OFF-GRP-MOD-02"],
+                "off.interim.one-per-modification",
+            )]
         }
         Deviation::SecondStartOnRetransmittedOk => {
             vec![by(&["OFF-INIT-05"], "off.session.one-start")]

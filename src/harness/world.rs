@@ -135,6 +135,8 @@ pub struct GroupSession {
     /// The session's own URI (the focus's Contact in its 200 OK to the
     /// chair), where dial-ins go.
     pub session_uri: Option<String>,
+    /// The participant whose re-INVITE the focus is forwarding.
+    pub modifier: Option<String>,
 }
 
 /// The state of one scenario.

@@ -110,6 +110,21 @@ struct Participant {
 enum Purpose {
     Invite(usize),
     Bye(usize),
+    /// A participant's re-INVITE, forwarded to this other participant.
+    Reinvite(usize),
+}
+
+/// A participant's re-INVITE while the focus forwards it to the others
+/// (6.2.3.4: forwarded, answered by the recipients, then charged).
+#[derive(Debug)]
+struct Modification {
+    from: usize,
+    key: TxKey,
+    request: rsip::Request,
+    /// Forwarded copies not answered yet.
+    waiting: usize,
+    /// A recipient refused it (its final status).
+    refused: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -118,6 +133,7 @@ struct Conference {
     user: String,
     participants: Vec<Participant>,
     charging: Option<ConferenceCharging>,
+    modification: Option<Modification>,
 }
 
 /// The Controlling Function's CH-1 session for one conference.
@@ -307,6 +323,7 @@ impl FocusCore {
                 user: format!("conf-{id}"),
                 participants: Vec::new(),
                 charging,
+                modification: None,
             },
         );
         self.accept_leg(id, &key, &request);
@@ -400,15 +417,29 @@ impl FocusCore {
     }
 
     fn send_bye(&mut self, conf: u64, i: usize) {
+        self.participant_mut(conf, i).presence = Presence::Removing;
+        self.send_in_dialog(conf, i, "BYE", None, Purpose::Bye(i));
+    }
+
+    /// Sends `method` in participant `i`'s dialog, with an optional body
+    /// (content type, bytes), as a client transaction for `purpose`.
+    fn send_in_dialog(
+        &mut self,
+        conf: u64,
+        i: usize,
+        method: &str,
+        body: Option<(String, Vec<u8>)>,
+        purpose: Purpose,
+    ) {
         let (via, branch) = self.via();
         let user = self.conferences[&conf].user.clone();
         let domain = self.config.domain.clone();
+        let contact = self.contact(&user);
         let p = &mut self
             .conferences
             .get_mut(&conf)
             .expect("conference exists")
             .participants[i];
-        p.presence = Presence::Removing;
         let cseq = p.cseq;
         p.cseq += 1;
         let target = p.remote_target.clone().unwrap_or_else(|| p.uri.clone());
@@ -417,28 +448,40 @@ impl FocusCore {
             .as_deref()
             .map(|t| format!(";tag={t}"))
             .unwrap_or_default();
+        let contact_line = if method == "INVITE" {
+            format!("Contact: {contact}\r\n")
+        } else {
+            String::new()
+        };
+        let (content_type, bytes) = match &body {
+            Some((ct, b)) => (format!("Content-Type: {ct}\r\n"), b.as_slice()),
+            None => (String::new(), &[][..]),
+        };
         let text = format!(
-            "BYE {target} SIP/2.0\r\n\
+            "{method} {target} SIP/2.0\r\n\
              {via}\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:{user}@{domain}>;tag={local}\r\n\
              To: <{uri}>{remote_tag}\r\n\
              Call-ID: {call_id}\r\n\
-             CSeq: {cseq} BYE\r\n\
-             Content-Length: 0\r\n\r\n",
+             CSeq: {cseq} {method}\r\n\
+             {contact_line}{content_type}\
+             Content-Length: {len}\r\n\r\n{body}",
             local = p.local_tag,
             uri = p.uri,
             call_id = p.call_id,
+            len = bytes.len(),
+            body = String::from_utf8_lossy(bytes),
         );
-        let Ok(bye) = message::parse_request(text) else {
-            tracing::warn!(%target, "focus: cannot build a BYE to this participant");
+        let Ok(request) = message::parse_request(text) else {
+            tracing::warn!(%target, %method, "focus: cannot build a request to this participant");
             return;
         };
-        let key = client_key(branch, "BYE");
-        self.clients.insert(key.clone(), (conf, Purpose::Bye(i)));
+        let key = client_key(branch, method);
+        self.clients.insert(key.clone(), (conf, purpose));
         self.actions.push_back(Action::Request {
             key,
-            request: bye,
+            request,
             target: Target {
                 transport: self.transport,
                 addr: self.config.route_users_to,
@@ -454,9 +497,153 @@ impl FocusCore {
         if let Some(target) = contact_of(&request.headers) {
             self.participant_mut(conf, i).remote_target = Some(target);
         }
-        self.respond(key, request, 200, Some((&local_tag, &user)));
-        let n = self.attached(conf);
-        self.charge(conf, RecordType::Interim, n);
+        if self.conferences[&conf].modification.is_some() {
+            // RFC 3261 14.2: one re-INVITE at a time in a session.
+            return self.respond(key, request, 491, None);
+        }
+        if self.config.has(Deviation::InterimBeforeReinviteAnswer) {
+            // Charged on receipt, before anyone accepted it.
+            let n = self.attached(conf);
+            self.charge(conf, RecordType::Interim, n);
+        }
+        let others: Vec<usize> = self.conferences[&conf]
+            .participants
+            .iter()
+            .enumerate()
+            .filter(|(j, p)| *j != i && p.presence == Presence::Joined)
+            .map(|(j, _)| j)
+            .collect();
+        if others.is_empty() {
+            self.respond(key, request, 200, Some((&local_tag, &user)));
+            let n = self.attached(conf);
+            self.charge(conf, RecordType::Interim, n);
+            return;
+        }
+        // Forwarded to every other participant; answered and charged once
+        // they have all answered.
+        let body = (!request.body.is_empty()).then(|| {
+            let ct = request
+                .headers
+                .iter()
+                .find_map(|h| match h {
+                    rsip::Header::ContentType(c) => Some(c.value().to_owned()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "application/sdp".into());
+            (ct, request.body.clone())
+        });
+        self.conferences
+            .get_mut(&conf)
+            .expect("conference exists")
+            .modification = Some(Modification {
+            from: i,
+            key: key.clone(),
+            request: request.clone(),
+            waiting: others.len(),
+            refused: None,
+        });
+        for j in others {
+            self.send_in_dialog(conf, j, "INVITE", body.clone(), Purpose::Reinvite(j));
+        }
+    }
+
+    /// A recipient answered (or never answered) the forwarded re-INVITE;
+    /// once all have, the sender gets its answer, and an accepted
+    /// modification is charged.
+    fn reinvite_answered(
+        &mut self,
+        conf: u64,
+        j: usize,
+        status: u16,
+        response: Option<&rsip::Response>,
+    ) {
+        if (200..300).contains(&status)
+            && let Some(response) = response
+        {
+            self.ack_2xx(conf, j, response);
+        }
+        let Some(m) = self
+            .conferences
+            .get_mut(&conf)
+            .and_then(|c| c.modification.as_mut())
+        else {
+            return;
+        };
+        m.waiting = m.waiting.saturating_sub(1);
+        if status >= 300 {
+            m.refused.get_or_insert(status);
+        }
+        if m.waiting > 0 {
+            return;
+        }
+        let Some(m) = self
+            .conferences
+            .get_mut(&conf)
+            .and_then(|c| c.modification.take())
+        else {
+            return;
+        };
+        let (local_tag, user) = {
+            let c = &self.conferences[&conf];
+            (c.participants[m.from].local_tag.clone(), c.user.clone())
+        };
+        match m.refused {
+            None => {
+                self.respond(&m.key, &m.request, 200, Some((&local_tag, &user)));
+                let uncharged = self.config.has(Deviation::NoInterimOnReinvite)
+                    || self.config.has(Deviation::InterimBeforeReinviteAnswer);
+                if !uncharged {
+                    let n = self.attached(conf);
+                    self.charge(conf, RecordType::Interim, n);
+                }
+            }
+            Some(status) => {
+                self.respond(&m.key, &m.request, status, Some((&local_tag, &user)));
+                if self.config.has(Deviation::InterimOnRejectedReinvite) {
+                    let n = self.attached(conf);
+                    self.charge(conf, RecordType::Interim, n);
+                }
+            }
+        }
+    }
+
+    /// The ACK to a participant's 2xx to a re-INVITE the focus sent.
+    fn ack_2xx(&mut self, conf: u64, j: usize, response: &rsip::Response) {
+        let Ok((cseq, _)) = message::cseq(response) else {
+            return;
+        };
+        let (via, _) = self.via();
+        let user = self.conferences[&conf].user.clone();
+        let domain = self.config.domain.clone();
+        let p = &self.conferences[&conf].participants[j];
+        let target = p.remote_target.clone().unwrap_or_else(|| p.uri.clone());
+        let remote_tag = p
+            .remote_tag
+            .as_deref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        let text = format!(
+            "ACK {target} SIP/2.0\r\n\
+             {via}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{user}@{domain}>;tag={local}\r\n\
+             To: <{uri}>{remote_tag}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} ACK\r\n\
+             Content-Length: 0\r\n\r\n",
+            local = p.local_tag,
+            uri = p.uri,
+            call_id = p.call_id,
+        );
+        if let Ok(ack) = message::parse_request(text) {
+            self.actions.push_back(Action::Stateless {
+                message: ack.into(),
+                target: Target {
+                    transport: self.transport,
+                    addr: self.config.route_users_to,
+                },
+            });
+        }
     }
 
     fn bye(&mut self, conf: u64, i: usize, key: &TxKey, request: &rsip::Request) {
@@ -550,6 +737,7 @@ impl FocusCore {
                     self.charge(conf, RecordType::Interim, n);
                 }
             }
+            Purpose::Reinvite(j) => self.reinvite_answered(conf, j, code, Some(&response)),
             // 200, 481 or any final answer: the participant is gone.
             Purpose::Bye(i) => {
                 self.participant_mut(conf, i).presence = Presence::Gone;
@@ -578,6 +766,8 @@ impl FocusCore {
                 self.participant_mut(conf, i).presence = Presence::Gone;
                 self.participant_changed(conf, i);
             }
+            // Never answered: the modification failed (408).
+            Purpose::Reinvite(j) => self.reinvite_answered(conf, j, 408, None),
         }
     }
 
@@ -1182,8 +1372,44 @@ mod tests {
         assert!(ok_at < charge_at, "the Interim follows the answer");
         assert_eq!(charges(&actions), [(RecordType::Interim, 1, 2)]);
 
+        // The chair's re-INVITE is forwarded to erin; charged once she answers.
         core.handle_sip(incoming(in_dialog("INVITE", &ok, "z9hG4bKre", "")), now);
-        assert_eq!(charges(&drain(&mut core)), [(RecordType::Interim, 2, 2)]);
+        let actions = drain(&mut core);
+        assert!(
+            charges(&actions).is_empty(),
+            "nothing before the recipients answer"
+        );
+        let forwarded = invites(&actions);
+        assert_eq!(forwarded.len(), 1, "forwarded to the one other participant");
+        let (key, reinvite) = &forwarded[0];
+        assert!(message::to_tag(reinvite).is_some(), "in erin's dialog");
+        core.handle_sip(response(key, answer(reinvite, 200, "e1")), now);
+        let actions = drain(&mut core);
+        let acked = actions.iter().any(|a| {
+            matches!(a, Action::Stateless { message: rsip::SipMessage::Request(r), .. } if r.method == rsip::Method::Ack)
+        });
+        assert!(acked, "erin's 2xx is ACKed");
+        let ok_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Respond { response, .. } if response.status_code.code() == 200))
+            .unwrap();
+        let charge_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Charge { .. }))
+            .unwrap();
+        assert!(ok_at < charge_at);
+        assert_eq!(charges(&actions), [(RecordType::Interim, 2, 2)]);
+
+        // A re-INVITE erin refuses is answered with her status, uncharged.
+        core.handle_sip(incoming(in_dialog("INVITE", &ok, "z9hG4bKre2", "")), now);
+        let actions = drain(&mut core);
+        let (key, reinvite) = invites(&actions).remove(0);
+        core.handle_sip(response(&key, answer(&reinvite, 488, "e1")), now);
+        let actions = drain(&mut core);
+        assert!(charges(&actions).is_empty());
+        assert!(actions.iter().any(
+            |a| matches!(a, Action::Respond { response, .. } if response.status_code.code() == 488)
+        ));
     }
 
     #[test]

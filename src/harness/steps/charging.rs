@@ -18,9 +18,10 @@ type StepResult = Result<(), StepFailure>;
 /// The rule that requires a request of `kind` at this point of the
 /// scenario: a Stop is owed to a client's BYE, or to the server's own.
 pub fn rule_requiring(w: &World, kind: RecordType) -> &'static Rule {
-    if w.group.is_some() {
+    if let Some(group) = &w.group {
         return match kind {
             RecordType::Start => &rules::GROUP_START_ON_ORIGINATOR_LEG,
+            RecordType::Interim if group.modifier.is_some() => &rules::INTERIM_ON_MODIFICATION,
             RecordType::Interim => &rules::GROUP_INTERIM_ON_CHANGE,
             RecordType::Event => &rules::EVENT_ON_FAILURE_AS_PROFILED,
             RecordType::Stop => &rules::GROUP_STOP_AT_END,
@@ -37,8 +38,11 @@ pub fn rule_requiring(w: &World, kind: RecordType) -> &'static Rule {
 
 /// The rule a request of `kind` breaks where a step says none may arrive.
 fn rule_forbidding(w: &World, kind: RecordType) -> &'static Rule {
-    if w.group.is_some() {
+    if let Some(group) = &w.group {
         match kind {
+            RecordType::Interim if group.modifier.is_some() => {
+                return &rules::INTERIM_PER_MODIFICATION;
+            }
             RecordType::Interim => return &rules::GROUP_NO_INTERIM_ON_FAILED_JOIN,
             RecordType::Stop => return &rules::GROUP_STOP_AT_END,
             _ => {}

@@ -120,7 +120,10 @@ async fn start(w: &mut World, chair: &str, invite: rsip::Request, tag: String) -
         .dialog
         .as_ref()
         .map(|d| d.remote_target.to_string());
-    w.group = Some(GroupSession { session_uri });
+    w.group = Some(GroupSession {
+        session_uri,
+        modifier: None,
+    });
     Ok(())
 }
 
@@ -353,6 +356,77 @@ async fn leave(w: &mut World, member: String) -> StepResult {
         Some(_) => Ok(()),
         None => Err(w.inconclusive(format!("the SUT did not answer {member}'s BYE"))),
     }
+}
+
+#[when(regex = r"^(\w+) modifies the group session with a re-INVITE$")]
+async fn modify(w: &mut World, a: String) -> StepResult {
+    let (mut request, target) = in_dialog_request(w, &a, rsip::Method::Invite, "modify")?;
+    let local = w.user(&a)?.local_addr();
+    let tag = w.leg(&a)?.local_tag.clone();
+    let sdp = message::msrp_sdp(local, 10, &tag, true);
+    message::set_body(
+        &mut request.headers,
+        &mut request.body,
+        "application/sdp",
+        sdp.as_bytes(),
+    );
+    let at = w
+        .user(&a)?
+        .send_request(request, target)
+        .await
+        .map(|(_, at)| at)
+        .map_err(|e| StepFailure::Harness(format!("{a}'s re-INVITE not sent: {e}")))?;
+    w.log_sip(
+        at,
+        &a,
+        true,
+        SipWhat::Request {
+            method: rsip::Method::Invite,
+            reinvite: true,
+        },
+    );
+    if let Some(g) = w.group.as_mut() {
+        g.modifier = Some(a.clone());
+    }
+    // The Controlling Function forwards it to every other participant.
+    let others: Vec<String> = w
+        .legs
+        .iter()
+        .filter(|(n, l)| **n != a && l.dialog.is_some() && !l.ended)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let timeout = w.profile().timers.sip_answer;
+    for b in others {
+        let Some(pending) = await_request(w, &b, rsip::Method::Invite, true, timeout).await? else {
+            return Err(w.inconclusive(format!(
+                "the SUT did not forward {a}'s re-INVITE to {b} within {timeout:?}"
+            )));
+        };
+        let leg = w.leg(&b)?;
+        if let Some(d) = leg.dialog.as_mut() {
+            let _ = d.handle_request(&pending.request);
+        }
+        leg.pending.push(pending);
+    }
+    Ok(())
+}
+
+#[when(regex = r"^every other participant answers the re-INVITE with (\d{3})(?: [A-Za-z ]+)?$")]
+async fn others_answer_reinvite(w: &mut World, status: u16) -> StepResult {
+    let Some(a) = w.group.as_ref().and_then(|g| g.modifier.clone()) else {
+        return Err(w.harness_error("no participant sent a re-INVITE to the group session"));
+    };
+    let holders: Vec<String> = w
+        .legs
+        .iter()
+        .filter(|(_, l)| l.holds(rsip::Method::Invite))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let last = holders.last().cloned().unwrap_or_default();
+    for b in holders {
+        super::sip::send_reinvite_answer(w, &b, status).await?;
+    }
+    super::sip::await_reinvite_answer(w, &a, &last, status).await
 }
 
 #[when(regex = r"^every participant answers the SUT's BYE with 200 OK$")]

@@ -218,6 +218,58 @@ async fn that_after_user(w: &mut World, kind: String, user: String, what: String
     Ok(())
 }
 
+/// In a group session a modification completes with the last recipient's
+/// 200 OK: the request the last step found must follow every one of them.
+#[then(regex = r"^that InterimRequest arrives after every 200 OK to the re-INVITE$")]
+async fn that_after_every_reinvite_ok(w: &mut World) -> StepResult {
+    let answered = SipWhat::Response {
+        status: 200,
+        method: rsip::Method::Invite,
+        reinvite: true,
+    };
+    let Some(last_ok) = w
+        .sip_log
+        .iter()
+        .filter(|e| e.sent && e.what == answered)
+        .map(|e| e.stamp)
+        .max()
+    else {
+        return Err(w.harness_error("no participant answered a re-INVITE with 200 OK"));
+    };
+    for function in w.offline_functions() {
+        let Some(at) = w.marks.get(&function).copied() else {
+            return Err(w.harness_error(format!(
+                "no InterimRequest of the {function} was found by an earlier step"
+            )));
+        };
+        if at < last_ok {
+            let records = w.records_for(function);
+            let mut observed: Vec<String> = records
+                .iter()
+                .filter(|r| r.stamp < last_ok)
+                .map(record_line)
+                .collect();
+            observed.push("the last 200 OK to the re-INVITE".into());
+            observed.extend(
+                records
+                    .iter()
+                    .filter(|r| r.stamp > last_ok)
+                    .map(record_line),
+            );
+            return Err(w.fail(
+                &rules::INTERIM_AFTER_ANSWER,
+                format!(
+                    "the {function} serving {}",
+                    w.served_user(function).unwrap_or_default()
+                ),
+                "every recipient's 200 OK to the re-INVITE, then the InterimRequest",
+                format!("in arrival order:\n{}", observed.join("\n")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[then(regex = r"^every (\w+) arrives after its served user's 200 OK to the SUT's BYE$")]
 async fn every_after_served_user(w: &mut World, kind: String) -> StepResult {
     every_after(
@@ -318,6 +370,11 @@ async fn silent_while_held(w: &mut World) -> StepResult {
     // The rule is the one the early request breaks: its kind says which
     // answer it should have waited for.
     let group = w.group.is_some();
+    let modifying = w.legs.values().any(|l| {
+        l.pending
+            .iter()
+            .any(|p| p.request.method == rsip::Method::Invite)
+    });
     let rule = match w
         .scenario_records()
         .iter()
@@ -325,6 +382,8 @@ async fn silent_while_held(w: &mut World) -> StepResult {
         .and_then(|r| r.ch1.as_ref().ok())
         .map(|c| c.kind)
     {
+        // A held re-INVITE: the modification's rule, not a join's.
+        Some(RecordType::Interim) if group && modifying => &rules::INTERIM_AFTER_ANSWER,
         Some(RecordType::Interim) if group => &rules::GROUP_INTERIM_AFTER_EVENT,
         Some(RecordType::Stop) if group => &rules::GROUP_STOP_AT_END,
         Some(RecordType::Start) if group => &rules::GROUP_START_ON_ORIGINATOR_LEG,

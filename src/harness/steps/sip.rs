@@ -647,6 +647,14 @@ async fn reject_reinvite(w: &mut World, b: String, status: u16) -> StepResult {
 /// `b` answers the pending re-INVITE with `status`; its sender must get
 /// that answer through the SUT, and ACKs a 2xx.
 async fn answer_reinvite_with(w: &mut World, b: String, status: u16) -> StepResult {
+    send_reinvite_answer(w, &b, status).await?;
+    let a = other_party(w, &b);
+    await_reinvite_answer(w, &a, &b, status).await
+}
+
+/// `b` answers the re-INVITE it holds with `status`.
+pub(super) async fn send_reinvite_answer(w: &mut World, b: &str, status: u16) -> StepResult {
+    let b = b.to_owned();
     let leg = w.leg(&b)?;
     let tag = leg.local_tag.clone();
     let Some(pending) = leg.take_pending(rsip::Method::Invite) else {
@@ -688,8 +696,17 @@ async fn answer_reinvite_with(w: &mut World, b: String, status: u16) -> StepResu
             reinvite: true,
         },
     );
-    // The re-INVITE's sender gets the answer and acknowledges it.
-    let a = other_party(w, &b);
+    Ok(())
+}
+
+/// The re-INVITE's sender `a` gets `b`'s answer `status` and acknowledges it.
+pub(super) async fn await_reinvite_answer(
+    w: &mut World,
+    a: &str,
+    b: &str,
+    status: u16,
+) -> StepResult {
+    let (a, b) = (a.to_owned(), b.to_owned());
     let Some(response) = await_final(w, &a, rsip::Method::Invite, true).await? else {
         let timeout = w.profile().timers.sip_answer;
         return Err(w.inconclusive(format!(
