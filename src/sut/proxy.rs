@@ -1125,6 +1125,7 @@ mod tests {
             admin: None,
             deviations,
             conference: None,
+            online: None,
         })
     }
 
