@@ -1477,6 +1477,9 @@ mod tests {
                 Action::Charge {
                     function, request, ..
                 } => format!("charge {:?} {:?}", request.kind, function),
+                Action::Credit {
+                    function, request, ..
+                } => format!("credit {:?} {:?}", request.kind, function),
                 Action::Forget { .. } => "forget".into(),
             })
             .collect()
@@ -1808,5 +1811,411 @@ mod tests {
         b.handle_timeout(t0 + LATE_START);
         assert_eq!(shape(&drain(&mut b)), [START[0], START[1], "forget"]);
         assert_eq!(b.poll_timeout(), None);
+    }
+
+    // ------------------------------------------------------------ online
+
+    use crate::charging::ch2::{
+        Ch2Request, CreditGrant, FinalUnitAction, ReportingReason, RequestType, ServiceUnits,
+    };
+    use crate::sut::config::{FailureHandlingMode, OnlineConfig};
+
+    const ORIG: ChargedFunction = ChargedFunction::OriginatingPf;
+    const INITIAL: &str = "credit Initial OriginatingPf";
+    const UPDATE: &str = "credit Update OriginatingPf";
+    const TERMINATION: &str = "credit Termination OriginatingPf";
+
+    /// Online charging by the originating PF only; no offline charging, no
+    /// inactivity timer, so that only CH-2 shows.
+    fn online(deviations: Vec<Deviation>, failure_handling: FailureHandlingMode) -> B2buaCore {
+        let mut c = (*config(deviations)).clone();
+        if let Some(ch) = c.charging.as_mut() {
+            ch.functions.clear();
+        }
+        c.inactivity_timer = None;
+        c.online = Some(OnlineConfig {
+            functions: vec![ORIG],
+            failure_handling,
+            ..OnlineConfig::default()
+        });
+        B2buaCore::new(Arc::new(c), SUT.parse().unwrap(), TransportKind::Udp)
+    }
+
+    fn ch2(actions: &[Action]) -> Vec<Ch2Request> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Credit { request, .. } => Some(request.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn session_of(actions: &[Action]) -> u64 {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Credit { session, .. } => Some(*session),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    /// A 2001 granting `seconds`, final units if `last`.
+    fn grant(req: &Ch2Request, seconds: u32, last: bool) -> Result<Ch2Response, String> {
+        let mut a = Ch2Response::for_request(req, 2001);
+        a.credits.push(CreditGrant {
+            granted: Some(ServiceUnits::seconds(seconds)),
+            final_unit_action: last.then_some(FinalUnitAction::Terminate),
+            ..CreditGrant::default()
+        });
+        Ok(a)
+    }
+
+    fn used(req: &Ch2Request) -> Option<u32> {
+        req.used_units().and_then(|u| u.time)
+    }
+
+    /// An online session established at `t0` with `seconds` granted:
+    /// its legs and charging session number.
+    fn online_establish(b: &mut B2buaCore, t0: Instant, seconds: u32, last: bool) -> (Legs, u64) {
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(b);
+        let id = session_of(&actions);
+        let initial = ch2(&actions).remove(0);
+        b.handle_charging_answer(id, ORIG, grant(&initial, seconds, last), t0);
+        let (key, forwarded, _) = requests(&drain(b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        let actions = drain(b);
+        assert_eq!(shape(&actions), ["stateless ACK", "respond 200"]);
+        let tag_a = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Respond { response, .. } => message::to_tag(response),
+                _ => None,
+            })
+            .unwrap();
+        let legs = Legs {
+            tag_a,
+            call_id_b: message::call_id(&forwarded).unwrap(),
+            tag_b: message::from_tag(&forwarded).unwrap(),
+        };
+        (legs, id)
+    }
+
+    #[test]
+    fn online_the_invite_waits_for_the_initial_requests_answer() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            ["respond 100", INITIAL],
+            "nothing forwarded yet"
+        );
+        let initial = ch2(&actions).remove(0);
+        assert_eq!(
+            (initial.kind, initial.request_number),
+            (RequestType::Initial, 0)
+        );
+        assert_eq!(initial.requested_units(), Some(ServiceUnits::seconds(60)));
+        assert_eq!(
+            initial.served_user.as_deref(),
+            Some("sip:alice@test.invalid")
+        );
+        assert_eq!(initial.call_id.as_deref(), Some("one@test"));
+        assert_eq!(
+            initial.role,
+            Some(crate::charging::ch1::ChargedRole::OriginatingPf)
+        );
+        assert!(initial.service_information);
+        // Time passes; still nothing.
+        b.handle_timeout(t0 + Duration::from_secs(1));
+        assert!(drain(&mut b).is_empty());
+        let id = session_of(&actions);
+        b.handle_charging_answer(
+            id,
+            ORIG,
+            grant(&initial, 60, false),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(shape(&drain(&mut b)), ["request INVITE"]);
+    }
+
+    #[test]
+    fn online_a_refused_initial_rejects_the_invite_forwards_nothing_and_terminates_nothing() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let initial = ch2(&actions).remove(0);
+        let refusal = Ch2Response::for_request(&initial, 4012);
+        b.handle_charging_answer(session_of(&actions), ORIG, Ok(refusal), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["respond 402", "forget"]);
+        assert_eq!(b.poll_timeout(), None, "nothing more to come");
+
+        // An MSCC-level refusal under a 2001 refuses too.
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let initial = ch2(&actions).remove(0);
+        let mut refusal = Ch2Response::for_request(&initial, 2001);
+        refusal.credits.push(CreditGrant {
+            result_code: Some(4010),
+            ..CreditGrant::default()
+        });
+        b.handle_charging_answer(session_of(&actions), ORIG, Ok(refusal), t0);
+        assert_eq!(shape(&drain(&mut b)), ["respond 402", "forget"]);
+    }
+
+    #[test]
+    fn online_a_reinvite_waits_for_its_update_which_reports_the_time_used() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        let (legs, id) = online_establish(&mut b, t0, 60, false);
+        let t1 = t0 + Duration::from_secs(12);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", false, 2)), t1);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [UPDATE], "the re-INVITE is held");
+        let update = ch2(&actions).remove(0);
+        assert_eq!(update.request_number, 1);
+        assert_eq!(used(&update), Some(12));
+        assert_eq!(update.requested_units(), Some(ServiceUnits::seconds(60)));
+        b.handle_charging_answer(id, ORIG, grant(&update, 60, false), t1);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["request INVITE"]);
+        let (key, onward, _) = requests(&actions).remove(0);
+        b.handle_sip(answer(&key, &onward, 200, "alice"), t1);
+        assert_eq!(shape(&drain(&mut b)), ["stateless ACK", "respond 200"]);
+
+        // A refused Update ends the session: BYE on both legs, Termination.
+        let t2 = t1 + Duration::from_secs(3);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t2);
+        let update = ch2(&drain(&mut b)).remove(0);
+        b.handle_charging_answer(id, ORIG, Ok(Ch2Response::for_request(&update, 4012)), t2);
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            ["respond 402", TERMINATION, "request BYE", "request BYE"]
+        );
+        assert_eq!(ch2(&actions)[0].request_number, 3);
+    }
+
+    #[test]
+    fn online_a_clients_bye_terminates_with_the_seconds_used() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        let t1 = t0 + Duration::from_secs(30);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t1);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["respond 200", TERMINATION, "request BYE"]);
+        let t = ch2(&actions).remove(0);
+        assert_eq!((t.request_number, used(&t)), (1, Some(30)));
+        assert_eq!(t.reporting_reason(), Some(ReportingReason::Final));
+        assert_eq!(t.requested_units(), None);
+    }
+
+    #[test]
+    fn online_a_server_bye_terminates_at_once_before_the_200_ok() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        let (_, _) = online_establish(&mut b, t0, 60, false);
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(b.terminate("one@test", t1));
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [TERMINATION, "request BYE", "request BYE"]);
+        assert_eq!(used(&ch2(&actions)[0]), Some(5));
+        let byes = requests(&actions);
+        b.handle_sip(answer(&byes[0].0, &byes[0].1, 200, "alice"), t1);
+        b.handle_sip(answer(&byes[1].0, &byes[1].1, 200, "bob"), t1);
+        assert_eq!(shape(&drain(&mut b)), ["forget"], "nothing charged twice");
+    }
+
+    #[test]
+    fn online_final_units_end_the_session_when_they_run_out_other_units_are_renewed() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        online_establish(&mut b, t0, 20, true);
+        let at = t0 + Duration::from_secs(20);
+        assert_eq!(b.poll_timeout(), Some(at));
+        b.handle_timeout(at - Duration::from_millis(1));
+        assert!(drain(&mut b).is_empty());
+        b.handle_timeout(at);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [TERMINATION, "request BYE", "request BYE"]);
+        assert_eq!(used(&ch2(&actions)[0]), Some(20));
+        let tx = OnlineConfig::default().tx;
+        assert_eq!(b.poll_timeout(), Some(at + tx), "only the Termination's Tx");
+        b.handle_timeout(at + tx);
+        assert!(
+            drain(&mut b).is_empty(),
+            "an unanswered Termination changes nothing"
+        );
+        assert_eq!(b.poll_timeout(), None);
+
+        // Not the final units: an Update (QUOTA_EXHAUSTED), the session goes on.
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let (_, id) = online_establish(&mut b, t0, 20, false);
+        b.handle_timeout(at);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [UPDATE]);
+        let update = ch2(&actions).remove(0);
+        assert_eq!(
+            update.reporting_reason(),
+            Some(ReportingReason::QuotaExhausted)
+        );
+        assert_eq!(used(&update), Some(20));
+        b.handle_charging_answer(id, ORIG, grant(&update, 20, false), at);
+        assert_eq!(b.poll_timeout(), Some(at + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn online_validity_time_asks_again() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let (id, initial) = (session_of(&actions), ch2(&actions).remove(0));
+        let mut a = grant(&initial, 600, false).unwrap();
+        a.credits[0].validity_time = Some(10);
+        b.handle_charging_answer(id, ORIG, Ok(a), t0);
+        let (key, forwarded, _) = requests(&drain(&mut b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        drain(&mut b);
+        assert_eq!(b.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        b.handle_timeout(t0 + Duration::from_secs(10));
+        let update = ch2(&drain(&mut b)).remove(0);
+        assert_eq!(
+            update.reporting_reason(),
+            Some(ReportingReason::ValidityTime)
+        );
+    }
+
+    #[test]
+    fn online_no_answer_within_tx_terminate_rejects_504_continue_goes_on_unchecked() {
+        let tx = OnlineConfig::default().tx;
+        let t0 = Instant::now();
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let (id, initial) = (session_of(&actions), ch2(&actions).remove(0));
+        assert_eq!(b.poll_timeout(), Some(t0 + tx));
+        b.handle_timeout(t0 + tx);
+        assert_eq!(shape(&drain(&mut b)), ["respond 504", "forget"]);
+        // The late answer finds nothing.
+        b.handle_charging_answer(id, ORIG, grant(&initial, 60, false), t0 + tx * 2);
+        assert!(drain(&mut b).is_empty());
+
+        // An established session whose Update is not answered ends.
+        let mut b = online(vec![], FailureHandlingMode::RetryAndTerminate);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t0);
+        assert_eq!(shape(&drain(&mut b)), [UPDATE]);
+        b.handle_timeout(t0 + tx);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["respond 504", "request BYE", "request BYE"],
+            "no Termination after the unanswered Update"
+        );
+
+        let mut b = online(vec![], FailureHandlingMode::Continue);
+        b.handle_sip(incoming(invite()), t0);
+        drain(&mut b);
+        b.handle_timeout(t0 + tx);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["request INVITE"],
+            "forwarded all the same"
+        );
+        assert_eq!(b.poll_timeout(), None, "no credit control any more");
+    }
+
+    #[test]
+    fn online_and_offline_at_once() {
+        let mut c = (*config(vec![])).clone();
+        c.inactivity_timer = None;
+        c.online = Some(OnlineConfig::default());
+        let mut b = B2buaCore::new(Arc::new(c), SUT.parse().unwrap(), TransportKind::Udp);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let (id, initial) = (session_of(&actions), ch2(&actions).remove(0));
+        b.handle_charging_answer(id, ORIG, grant(&initial, 60, false), t0);
+        let (key, forwarded, _) = requests(&drain(&mut b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["stateless ACK", "respond 200", START[0], START[1]]
+        );
+    }
+
+    #[test]
+    fn online_deviations_are_branches_of_the_same_core() {
+        let t0 = Instant::now();
+        let none = FailureHandlingMode::Terminate;
+        let mut b = online(vec![Deviation::ForwardInviteBeforeCreditAnswer], none);
+        b.handle_sip(incoming(invite()), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["respond 100", INITIAL, "request INVITE"]
+        );
+
+        let mut b = online(vec![Deviation::TerminationAfterRefusedInitial], none);
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let initial = ch2(&actions).remove(0);
+        let refusal = Ch2Response::for_request(&initial, 4012);
+        b.handle_charging_answer(session_of(&actions), ORIG, Ok(refusal), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            [TERMINATION, "respond 402", "forget"]
+        );
+
+        let mut b = online(vec![Deviation::TerminationAfterServerByeOk], none);
+        online_establish(&mut b, t0, 60, false);
+        assert!(b.terminate("one@test", t0));
+        let byes = requests(&drain(&mut b));
+        assert_eq!(byes.len(), 2, "no Termination with the BYEs");
+        b.handle_sip(answer(&byes[0].0, &byes[0].1, 200, "alice"), t0);
+        assert_eq!(shape(&drain(&mut b)), [TERMINATION]);
+
+        let mut b = online(vec![Deviation::CreditRequestNumberSkips], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t0);
+        assert_eq!(ch2(&drain(&mut b))[0].request_number, 2);
+
+        let mut b = online(vec![Deviation::SessionKeptAfterFinalUnits], none);
+        online_establish(&mut b, t0, 20, true);
+        b.handle_timeout(t0 + Duration::from_secs(20));
+        assert_eq!(shape(&drain(&mut b)), [UPDATE]);
+
+        let mut b = online(vec![Deviation::UpdateAfterForwardingReinvite], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["request INVITE"]);
+        let (key, onward, _) = requests(&actions).remove(0);
+        b.handle_sip(answer(&key, &onward, 200, "bob"), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["stateless ACK", "respond 200", UPDATE]
+        );
+
+        let mut b = online(vec![Deviation::NoUsedUnitsInTermination], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t0);
+        assert_eq!(used(&ch2(&drain(&mut b))[0]), None);
+
+        let mut b = online(vec![Deviation::NoRequestedUnitsInInitial], none);
+        b.handle_sip(incoming(invite()), t0);
+        assert_eq!(ch2(&drain(&mut b))[0].requested_units(), None);
+
+        let mut b = online(vec![Deviation::SecondInitialOnReinvite], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t0);
+        assert_eq!(shape(&drain(&mut b)), [INITIAL]);
     }
 }
