@@ -1245,7 +1245,7 @@ impl B2buaCore {
             if c.state == CreditState::New && c.is_pending() {
                 self.orphans.push((id, c));
             } else if let Some(request) = c.termination(now) {
-                credit(&mut self.actions, id, &mut c, request);
+                credit(&mut self.actions, id, &c, request);
             }
         }
         // Whatever is still open is closed; a correct server has sent its
