@@ -507,6 +507,7 @@ async fn the_reference_sut_starts_without_the_enabler_and_connects_when_it_comes
         admin: None,
         deviations: vec![],
         conference: None,
+        online: None,
     })
     .await
     .expect("starts although no Enabler listens");

@@ -278,6 +278,7 @@ async fn start_sut(ports: Ports, enabler: &Enabler) -> RunningSut {
         admin: None,
         deviations: Vec::new(),
         conference: None,
+        online: None,
     };
     sut::start(config).await.unwrap()
 }

@@ -312,6 +312,7 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                     .groups
                     .as_ref()
                     .map(|g| conference_config(&profile, g)),
+                online: None,
             };
             let sut = sut::start(config).await?;
             let addresses = (reachable(sut.sip), sut.admin.map(reachable));

@@ -23,12 +23,16 @@ use std::time::Instant;
 
 use rsip::headers::UntypedHeader as _;
 
-use super::charging::{FunctionCharging, SessionParties, Side, serves};
-use super::config::SutConfig;
+use super::charging::{
+    CreditControl, CreditOutcome, CreditState, FunctionCharging, SessionParties, Side, serves,
+};
+use super::config::{FailureHandlingMode, SutConfig};
 use super::core::{Action, SessionCore, client_key};
 use super::deviation::Deviation;
 use super::proxy::{LATE_START, answered, start_again};
 use crate::charging::ch1::Ch1Request;
+use crate::charging::ch2::{Ch2Request, Ch2Response, ReportingReason};
+use crate::profile::ChargedFunction;
 use crate::sip::dialog::{Dialog, cancel_for, new_branch, new_call_id, new_tag};
 use crate::sip::message::{self, other_header};
 use crate::sip::transaction::{Target, TransportKind, TxEvent, TxKey, response_to};
@@ -37,6 +41,8 @@ type SessionId = u64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Online: leg B's INVITE is held until every InitialRequest is granted.
+    Authorizing,
     /// INVITE forwarded, waiting for the recipient's final answer.
     Inviting,
     Established,
@@ -86,6 +92,11 @@ struct Session {
     last_activity: Instant,
     /// When the 200 OK went to the originator, until its ACK came.
     ok_sent: Option<Instant>,
+    /// Online charging, one per online function (6.3.3).
+    credits: Vec<CreditControl>,
+    /// A re-INVITE held for its UpdateRequests: the request to forward,
+    /// the side it goes to, where.
+    held_reinvite: Option<(rsip::Request, Side, Target)>,
 }
 
 impl Session {
@@ -112,6 +123,9 @@ pub struct B2buaCore {
     /// Failed sessions whose Start is still due (deviation
     /// `late_start_after_failed_invite` only).
     late_starts: Vec<(Instant, Session)>,
+    /// Online charging sessions whose session ended while their
+    /// InitialRequest was unanswered: a granted one is terminated at once.
+    orphans: Vec<(SessionId, CreditControl)>,
     actions: VecDeque<Action>,
 }
 
@@ -129,7 +143,7 @@ impl SessionCore for B2buaCore {
                 retransmission,
                 ..
             } => self.response(key, response, retransmission, now),
-            TxEvent::Timeout { key } => self.timeout(key),
+            TxEvent::Timeout { key } => self.timeout(key, now),
             TxEvent::Stray { reason, source } => {
                 tracing::debug!(%reason, ?source, "reference server: stray SIP message");
             }
@@ -150,6 +164,7 @@ impl SessionCore for B2buaCore {
             charge(&mut self.actions, &mut s, FunctionCharging::start);
             self.actions.push_back(Action::Forget { session: s.id });
         }
+        self.credit_timeouts(now);
         let Some(timer) = self.config.inactivity_timer else {
             return;
         };
@@ -161,7 +176,7 @@ impl SessionCore for B2buaCore {
             .collect();
         expired.sort_unstable();
         for id in expired {
-            self.server_terminate(id);
+            self.server_terminate(id, now);
         }
     }
 
@@ -178,10 +193,36 @@ impl SessionCore for B2buaCore {
                 .map(|s| s.last_activity + timer)
                 .min()
         });
-        [late, idle].into_iter().flatten().min()
+        let credit = self
+            .orphans
+            .iter()
+            .filter_map(|(_, c)| c.tx_deadline())
+            .min();
+        let credit = credit
+            .into_iter()
+            .chain(self.sessions.values().flat_map(|s| {
+                s.credits.iter().filter_map(|c| {
+                    if s.phase == Phase::Established {
+                        c.next_deadline()
+                    } else {
+                        c.tx_deadline()
+                    }
+                })
+            }));
+        [late, idle].into_iter().flatten().chain(credit).min()
     }
 
-    fn terminate(&mut self, call_id: &str, _now: Instant) -> bool {
+    fn handle_charging_answer(
+        &mut self,
+        session: u64,
+        function: ChargedFunction,
+        answer: Result<Ch2Response, String>,
+        now: Instant,
+    ) {
+        self.credit_answer(session, function, Some(answer), now);
+    }
+
+    fn terminate(&mut self, call_id: &str, now: Instant) -> bool {
         let found = self
             .legs
             .iter()
@@ -189,7 +230,7 @@ impl SessionCore for B2buaCore {
             .map(|(_, (id, _))| *id);
         match found {
             Some(id) if self.sessions.get(&id).map(|s| s.phase) == Some(Phase::Established) => {
-                self.server_terminate(id);
+                self.server_terminate(id, now);
                 true
             }
             _ => false,
@@ -198,7 +239,7 @@ impl SessionCore for B2buaCore {
 
     /// A request that could not be sent: as the server did when sending
     /// failed at once, not as a transaction timeout.
-    fn send_failed(&mut self, key: TxKey, _now: Instant) {
+    fn send_failed(&mut self, key: TxKey, now: Instant) {
         let Some((id, purpose)) = self.clients.remove(&key) else {
             return;
         };
@@ -209,7 +250,7 @@ impl SessionCore for B2buaCore {
                     let (k, r) = (s.invite_a_key.clone(), s.invite_a.clone());
                     self.respond(&k, &r, 503, None);
                 }
-                self.end(id);
+                self.end(id, now);
             }
             Purpose::ReInvite(_) => {
                 if let Some((k, r)) = self
@@ -237,6 +278,7 @@ impl B2buaCore {
             clients: HashMap::new(),
             next_id: 1,
             late_starts: Vec::new(),
+            orphans: Vec::new(),
             actions: VecDeque::new(),
         }
     }
@@ -311,7 +353,7 @@ impl B2buaCore {
             (rsip::Method::Invite, false, Some(key)) => {
                 self.new_session(key, request, source, now);
             }
-            (rsip::Method::Cancel, false, Some(key)) => self.cancel(key, request),
+            (rsip::Method::Cancel, false, Some(key)) => self.cancel(key, request, now),
             (rsip::Method::Ack, _, _) => self.ack(&request, now),
             (_, true, Some(key)) => match self.find_leg(&request) {
                 Some((id, side)) => self.in_dialog(id, side, key, request, now),
@@ -388,6 +430,14 @@ impl B2buaCore {
                 .collect(),
             None => Vec::new(),
         };
+        let credits: Vec<CreditControl> = match &self.config.online {
+            Some(o) => o
+                .functions
+                .iter()
+                .filter_map(|f| CreditControl::new(*f, &self.config, &parties, id))
+                .collect(),
+            None => Vec::new(),
+        };
         let mut session = Session {
             phase: Phase::Inviting,
             a: Leg {
@@ -409,14 +459,29 @@ impl B2buaCore {
             id,
             last_activity: now,
             ok_sent: None,
+            credits,
+            held_reinvite: None,
         };
         self.legs.insert((call_id_a, tag_a), (id, Side::A));
         self.legs.insert((call_id_b, tag_b), (id, Side::B));
         if self.has(Deviation::StartBeforeAnswer) {
             charge(&mut self.actions, &mut session, FunctionCharging::start);
         }
+        // 6.3.3.1: each online function's InitialRequest; the INVITE goes
+        // on only once every one is granted.
+        for c in &mut session.credits {
+            let request = c.initial(now);
+            credit(&mut self.actions, id, c, request);
+        }
+        let hold =
+            !session.credits.is_empty() && !self.has(Deviation::ForwardInviteBeforeCreditAnswer);
+        if hold {
+            session.phase = Phase::Authorizing;
+        }
         self.sessions.insert(id, session);
-        self.send(id, Purpose::Invite, invite_b, target_b);
+        if !hold {
+            self.send(id, Purpose::Invite, invite_b, target_b);
+        }
     }
 
     fn forwarded_invite(
@@ -468,13 +533,14 @@ impl B2buaCore {
     }
 
     /// A CANCEL of leg A's pending INVITE: answered, and leg B's cancelled.
-    fn cancel(&mut self, key: TxKey, cancel: rsip::Request) {
+    fn cancel(&mut self, key: TxKey, cancel: rsip::Request, now: Instant) {
         let call_id = message::call_id(&cancel).ok();
         let found = self
             .sessions
             .iter()
             .find(|(_, s)| {
-                s.phase == Phase::Inviting && message::call_id(&s.invite_a).ok() == call_id
+                matches!(s.phase, Phase::Inviting | Phase::Authorizing)
+                    && message::call_id(&s.invite_a).ok() == call_id
             })
             .map(|(id, _)| *id);
         let Some(id) = found else {
@@ -485,6 +551,21 @@ impl B2buaCore {
         let Some(s) = self.sessions.get(&id) else {
             return;
         };
+        if s.phase == Phase::Authorizing {
+            // Nothing went to the recipient yet.
+            let terminated = response_to(
+                &s.invite_a,
+                rsip::StatusCode::RequestTerminated,
+                Some(&s.a.local_tag),
+            );
+            let k = s.invite_a_key.clone();
+            self.actions.push_back(Action::Respond {
+                key: k,
+                response: terminated,
+            });
+            self.end(id, now);
+            return;
+        }
         let cancel_b = cancel_for(&s.invite_b);
         let target = s.b.target;
         self.send(id, Purpose::Cancel, cancel_b, target);
@@ -510,17 +591,25 @@ impl B2buaCore {
             return;
         }
         match request.method {
-            rsip::Method::Invite => self.reinvite(id, side, key, request),
-            rsip::Method::Bye => self.client_bye(id, side, key, request),
+            rsip::Method::Invite => self.reinvite(id, side, key, request, now),
+            rsip::Method::Bye => self.client_bye(id, side, key, request, now),
             _ => self.respond(&key, &request, 200, None),
         }
     }
 
     /// A re-INVITE from either side: forward it, answer when the other side
     /// answers, then report an Interim (the figure of 6.2.3.4).
-    fn reinvite(&mut self, id: SessionId, side: Side, key: TxKey, request: rsip::Request) {
+    fn reinvite(
+        &mut self,
+        id: SessionId,
+        side: Side,
+        key: TxKey,
+        request: rsip::Request,
+        now: Instant,
+    ) {
         let (local, transport) = (self.local, self.transport);
         let deviate_early = self.has(Deviation::InterimBeforeReinviteAnswer);
+        let update_after = self.has(Deviation::UpdateAfterForwardingReinvite);
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -552,12 +641,30 @@ impl B2buaCore {
         if deviate_early {
             charge(&mut self.actions, s, FunctionCharging::interim);
         }
+        // 6.3.3.4 (figure): the UpdateRequests and their answers come
+        // before the re-INVITE goes on.
+        let open = |c: &&mut CreditControl| c.state == CreditState::Open;
+        if !update_after && s.credits.iter_mut().any(|c| open(&c)) {
+            for c in s.credits.iter_mut().filter(open) {
+                let request = c.update(now, ReportingReason::RatingConditionChange);
+                credit(&mut self.actions, id, c, request);
+            }
+            s.held_reinvite = Some((forwarded, other, target));
+            return;
+        }
         self.send(id, Purpose::ReInvite(other), forwarded, target);
     }
 
     /// A BYE from a client (6.2.3.7, client initiated): answer it, end the
     /// other leg, report Stop.
-    fn client_bye(&mut self, id: SessionId, side: Side, key: TxKey, request: rsip::Request) {
+    fn client_bye(
+        &mut self,
+        id: SessionId,
+        side: Side,
+        key: TxKey,
+        request: rsip::Request,
+        now: Instant,
+    ) {
         self.respond(&key, &request, 200, None);
         let (local, transport) = (self.local, self.transport);
         let no_stop = self.has(Deviation::NoStopOnBye);
@@ -574,6 +681,8 @@ impl B2buaCore {
         if !never {
             charge(&mut self.actions, s, FunctionCharging::stop);
         }
+        // 6.3.3.7 (client initiated): the TerminationRequest on the BYE.
+        terminate_credits(&mut self.actions, s, now, |_| true);
         if was_server_terminating {
             return;
         }
@@ -591,9 +700,10 @@ impl B2buaCore {
 
     /// Ends a session at the server's initiative (inactivity timer, operator):
     /// BYE on both legs; each function's Stop waits for its user's 200 OK.
-    fn server_terminate(&mut self, id: SessionId) {
+    fn server_terminate(&mut self, id: SessionId, now: Instant) {
         let (local, transport) = (self.local, self.transport);
         let early_stop = self.has(Deviation::StopBeforeByeOk);
+        let late_termination = self.has(Deviation::TerminationAfterServerByeOk);
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -603,6 +713,11 @@ impl B2buaCore {
         s.phase = Phase::ServerTerminating;
         if early_stop {
             charge(&mut self.actions, s, FunctionCharging::stop);
+        }
+        // 6.3.3.7 (server initiated): sending the BYE triggers the
+        // TerminationRequest, which need not wait for the 200 OK.
+        if !late_termination {
+            terminate_credits(&mut self.actions, s, now, |_| true);
         }
         let mut byes = Vec::new();
         for side in [Side::A, Side::B] {
@@ -617,6 +732,183 @@ impl B2buaCore {
         }
         for (side, target, bye) in byes {
             self.send(id, Purpose::ServerBye(side), bye, target);
+        }
+    }
+
+    // ------------------------------------------------------ online charging
+
+    /// A CH-2 answer, or (None) its Tx running out.
+    fn credit_answer(
+        &mut self,
+        id: SessionId,
+        function: ChargedFunction,
+        answer: Option<Result<Ch2Response, String>>,
+        now: Instant,
+    ) {
+        let answer = answer.unwrap_or_else(|| Err("no answer within Tx".into()));
+        let Some(online) = self.config.online.clone() else {
+            return;
+        };
+        let after_refusal = self.has(Deviation::ForwardInviteAfterRefusal);
+        let termination_after_refusal = self.has(Deviation::TerminationAfterRefusedInitial);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            // The session ended while its InitialRequest was out: a granted
+            // one is closed at once.
+            let found = self
+                .orphans
+                .iter()
+                .position(|(sid, c)| *sid == id && c.function == function);
+            if let Some(i) = found {
+                let (_, mut c) = self.orphans.remove(i);
+                if let Some((_, CreditOutcome::Granted)) = c.answered(answer, now)
+                    && let Some(request) = c.termination(now)
+                {
+                    credit(&mut self.actions, id, &c, request);
+                    self.actions.push_back(Action::Forget { session: id });
+                }
+            }
+            return;
+        };
+        let Some(c) = s.credits.iter_mut().find(|c| c.function == function) else {
+            return;
+        };
+        let refused_initial = c.state == CreditState::New;
+        let Some((kind, outcome)) = c.answered(answer, now) else {
+            return;
+        };
+        match outcome {
+            CreditOutcome::Granted => {}
+            CreditOutcome::NoAnswer if online.failure_handling == FailureHandlingMode::Continue => {
+                // RFC 4006 CONTINUE: the session goes on without credit control.
+                c.stop_control(true);
+            }
+            CreditOutcome::NoAnswer => {
+                // TERMINATE (and RETRY_AND_TERMINATE, with no other server
+                // to retry on): no more requests on this charging session.
+                c.stop_control(false);
+                self.credit_failed(id, 504, now);
+                return;
+            }
+            CreditOutcome::Refused if kind == crate::charging::ch2::RequestType::Termination => {
+                return;
+            }
+            CreditOutcome::Refused if refused_initial && after_refusal => c.stop_control(true),
+            CreditOutcome::Refused => {
+                if refused_initial {
+                    // 6.3.3.1: a refused Initial ends the charging session,
+                    // with no TerminationRequest.
+                    if termination_after_refusal {
+                        c.state = CreditState::Open;
+                        if let Some(request) = c.termination(now) {
+                            credit(&mut self.actions, id, c, request);
+                        }
+                    }
+                    c.stop_control(false);
+                }
+                // A refused Update ends the session: BYE and Termination.
+                self.credit_failed(id, online.refusal_status, now);
+                return;
+            }
+        }
+        self.credit_progress(id);
+    }
+
+    /// Credit refused or not answered: the held INVITE is rejected with
+    /// `status`, an established session ends.
+    fn credit_failed(&mut self, id: SessionId, status: u16, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match s.phase {
+            Phase::Authorizing | Phase::Inviting => {
+                let rejection = response_to(
+                    &s.invite_a,
+                    rsip::StatusCode::from(status),
+                    Some(&s.a.local_tag),
+                );
+                let key = s.invite_a_key.clone();
+                let cancel =
+                    (s.phase == Phase::Inviting).then(|| (cancel_for(&s.invite_b), s.b.target));
+                self.actions.push_back(Action::Respond {
+                    key,
+                    response: rejection,
+                });
+                if let Some((cancel, target)) = cancel {
+                    self.send(id, Purpose::Cancel, cancel, target);
+                }
+                self.end(id, now);
+            }
+            Phase::Established => {
+                if s.held_reinvite.take().is_some()
+                    && let Some((key, reinvite)) = s.pending_reinvite.take()
+                {
+                    self.respond(&key, &reinvite, status, None);
+                }
+                self.server_terminate(id, now);
+            }
+            Phase::ServerTerminating | Phase::Ended => {}
+        }
+    }
+
+    /// Sends what waited for credit once nothing is pending: the INVITE
+    /// (6.3.3.1), a re-INVITE (6.3.3.4).
+    fn credit_progress(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.credits.iter().any(CreditControl::is_pending) {
+            return;
+        }
+        if s.phase == Phase::Authorizing {
+            s.phase = Phase::Inviting;
+            let (invite, target) = (s.invite_b.clone(), s.b.target);
+            self.send(id, Purpose::Invite, invite, target);
+        } else if let Some((request, side, target)) = s.held_reinvite.take() {
+            self.send(id, Purpose::ReInvite(side), request, target);
+        }
+    }
+
+    /// Tx expiries, then granted time and Validity-Time running out.
+    fn credit_timeouts(&mut self, now: Instant) {
+        let final_kept = self.has(Deviation::SessionKeptAfterFinalUnits);
+        self.orphans.retain(|(_, c)| !c.tx_expired(now));
+        let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let expired: Vec<ChargedFunction> = self.sessions[&id]
+                .credits
+                .iter()
+                .filter(|c| c.tx_expired(now))
+                .map(|c| c.function)
+                .collect();
+            for f in expired {
+                self.credit_answer(id, f, None, now);
+            }
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if s.phase != Phase::Established {
+                continue;
+            }
+            let mut end = false;
+            for c in &mut s.credits {
+                if c.quota_deadline().is_some_and(|at| at <= now) {
+                    if c.final_units && !final_kept {
+                        end = true;
+                    } else {
+                        let request = c.update(now, ReportingReason::QuotaExhausted);
+                        credit(&mut self.actions, id, c, request);
+                    }
+                } else if c.validity_deadline().is_some_and(|at| at <= now) {
+                    let request = c.update(now, ReportingReason::ValidityTime);
+                    credit(&mut self.actions, id, c, request);
+                }
+            }
+            if end {
+                // The final units are spent: the session ends (BYE on
+                // both legs, TerminationRequest).
+                self.server_terminate(id, now);
+            }
         }
     }
 
@@ -657,9 +949,9 @@ impl B2buaCore {
         match purpose {
             Purpose::Invite => self.invite_answered(id, &response, retransmission, now),
             Purpose::ReInvite(side) if retransmission => self.reack(id, side, &response),
-            Purpose::ReInvite(side) => self.reinvite_answered(id, side, &response),
-            Purpose::ServerBye(side) => self.server_bye_answered(id, side),
-            Purpose::ForwardedBye => self.end(id),
+            Purpose::ReInvite(side) => self.reinvite_answered(id, side, &response, now),
+            Purpose::ServerBye(side) => self.server_bye_answered(id, side, now),
+            Purpose::ForwardedBye => self.end(id, now),
             Purpose::Cancel => {}
         }
     }
@@ -729,6 +1021,9 @@ impl B2buaCore {
         s.phase = Phase::Established;
         s.last_activity = now;
         s.ok_sent = Some(now);
+        for c in &mut s.credits {
+            c.start_usage(now);
+        }
         let key_a = s.invite_a_key.clone();
         self.stateless(ack, target_b);
         self.actions.push_back(Action::Respond {
@@ -776,10 +1071,17 @@ impl B2buaCore {
             self.late_starts.push((now + LATE_START, s));
             return;
         }
-        self.end(id);
+        self.end(id, now);
     }
 
-    fn reinvite_answered(&mut self, id: SessionId, answered_side: Side, response: &rsip::Response) {
+    fn reinvite_answered(
+        &mut self,
+        id: SessionId,
+        answered_side: Side,
+        response: &rsip::Response,
+        now: Instant,
+    ) {
+        let update_after = self.has(Deviation::UpdateAfterForwardingReinvite);
         let (local, transport) = (self.local, self.transport);
         let no_interim = self.has(Deviation::NoInterimOnReinvite);
         let early_interim = self.has(Deviation::InterimBeforeReinviteAnswer);
@@ -829,6 +1131,19 @@ impl B2buaCore {
         if interim && let Some(s) = self.sessions.get_mut(&id) {
             charge(&mut self.actions, s, FunctionCharging::interim);
         }
+        if update_after
+            && (200..300).contains(&code)
+            && let Some(s) = self.sessions.get_mut(&id)
+        {
+            for c in s
+                .credits
+                .iter_mut()
+                .filter(|c| c.state == CreditState::Open)
+            {
+                let request = c.update(now, ReportingReason::RatingConditionChange);
+                credit(&mut self.actions, id, c, request);
+            }
+        }
     }
 
     /// ACKs a retransmitted 2xx to a re-INVITE we forwarded (RFC 3261
@@ -849,7 +1164,8 @@ impl B2buaCore {
 
     /// A party answered (or never answered) the server's BYE: 6.2.3.7, the
     /// Stop of the function serving it only now.
-    fn server_bye_answered(&mut self, id: SessionId, side: Side) {
+    fn server_bye_answered(&mut self, id: SessionId, side: Side, now: Instant) {
+        let late_termination = self.has(Deviation::TerminationAfterServerByeOk);
         let early_stop = self.has(Deviation::StopBeforeByeOk);
         let all_at_once = self.has(Deviation::StopAllOnFirstByeOk);
         let never = self.has(Deviation::NoStopOnServerBye);
@@ -870,16 +1186,19 @@ impl B2buaCore {
                 }
             }
         }
+        if late_termination {
+            terminate_credits(&mut self.actions, s, now, |f| serves(f, side));
+        }
         let waiting = self
             .clients
             .values()
             .any(|(sid, p)| *sid == id && matches!(p, Purpose::ServerBye(_)));
         if !waiting {
-            self.end(id);
+            self.end(id, now);
         }
     }
 
-    fn timeout(&mut self, key: TxKey) {
+    fn timeout(&mut self, key: TxKey, now: Instant) {
         let Some((id, purpose)) = self.clients.remove(&key) else {
             return;
         };
@@ -897,9 +1216,9 @@ impl B2buaCore {
                         response: r,
                     });
                 }
-                self.end(id);
+                self.end(id, now);
             }
-            Purpose::ServerBye(side) => self.server_bye_answered(id, side),
+            Purpose::ServerBye(side) => self.server_bye_answered(id, side, now),
             Purpose::ReInvite(side) => {
                 let fake = rsip::Response {
                     status_code: rsip::StatusCode::RequestTimeout,
@@ -907,18 +1226,28 @@ impl B2buaCore {
                     headers: Default::default(),
                     body: Vec::new(),
                 };
-                self.reinvite_answered(id, side, &fake);
+                self.reinvite_answered(id, side, &fake, now);
             }
-            Purpose::ForwardedBye => self.end(id),
+            Purpose::ForwardedBye => self.end(id, now),
             Purpose::Cancel => {}
         }
     }
 
     /// Forgets a session once nothing more can happen in it.
-    fn end(&mut self, id: SessionId) {
+    fn end(&mut self, id: SessionId, now: Instant) {
         let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
+        // Online: an open charging session is terminated (a failed
+        // attempt debits nothing); one whose InitialRequest is unanswered
+        // waits for it.
+        for mut c in std::mem::take(&mut s.credits) {
+            if c.state == CreditState::New && c.is_pending() {
+                self.orphans.push((id, c));
+            } else if let Some(request) = c.termination(now) {
+                credit(&mut self.actions, id, &c, request);
+            }
+        }
         // Whatever is still open is closed; a correct server has sent its
         // Stop already and this sends nothing.
         let never = self.has(Deviation::NoStopOnBye)
@@ -929,6 +1258,29 @@ impl B2buaCore {
         self.legs.retain(|_, (sid, _)| *sid != id);
         self.clients.retain(|_, (sid, _)| *sid != id);
         self.actions.push_back(Action::Forget { session: id });
+    }
+}
+
+/// Queues a CH-2 request of one online function.
+fn credit(actions: &mut VecDeque<Action>, id: SessionId, c: &CreditControl, request: Ch2Request) {
+    actions.push_back(Action::Credit {
+        session: id,
+        function: c.function,
+        request,
+    });
+}
+
+/// The TerminationRequest of every open online function `which` accepts.
+fn terminate_credits(
+    actions: &mut VecDeque<Action>,
+    s: &mut Session,
+    now: Instant,
+    which: impl Fn(ChargedFunction) -> bool,
+) {
+    for c in s.credits.iter_mut().filter(|c| which(c.function)) {
+        if let Some(request) = c.termination(now) {
+            credit(actions, s.id, c, request);
+        }
     }
 }
 
@@ -1014,6 +1366,7 @@ mod tests {
             admin: None,
             deviations,
             conference: None,
+            online: None,
         })
     }
 
@@ -1124,6 +1477,9 @@ mod tests {
                 Action::Charge {
                     function, request, ..
                 } => format!("charge {:?} {:?}", request.kind, function),
+                Action::Credit {
+                    function, request, ..
+                } => format!("credit {:?} {:?}", request.kind, function),
                 Action::Forget { .. } => "forget".into(),
             })
             .collect()
@@ -1455,5 +1811,411 @@ mod tests {
         b.handle_timeout(t0 + LATE_START);
         assert_eq!(shape(&drain(&mut b)), [START[0], START[1], "forget"]);
         assert_eq!(b.poll_timeout(), None);
+    }
+
+    // ------------------------------------------------------------ online
+
+    use crate::charging::ch2::{
+        Ch2Request, CreditGrant, FinalUnitAction, ReportingReason, RequestType, ServiceUnits,
+    };
+    use crate::sut::config::{FailureHandlingMode, OnlineConfig};
+
+    const ORIG: ChargedFunction = ChargedFunction::OriginatingPf;
+    const INITIAL: &str = "credit Initial OriginatingPf";
+    const UPDATE: &str = "credit Update OriginatingPf";
+    const TERMINATION: &str = "credit Termination OriginatingPf";
+
+    /// Online charging by the originating PF only; no offline charging, no
+    /// inactivity timer, so that only CH-2 shows.
+    fn online(deviations: Vec<Deviation>, failure_handling: FailureHandlingMode) -> B2buaCore {
+        let mut c = (*config(deviations)).clone();
+        if let Some(ch) = c.charging.as_mut() {
+            ch.functions.clear();
+        }
+        c.inactivity_timer = None;
+        c.online = Some(OnlineConfig {
+            functions: vec![ORIG],
+            failure_handling,
+            ..OnlineConfig::default()
+        });
+        B2buaCore::new(Arc::new(c), SUT.parse().unwrap(), TransportKind::Udp)
+    }
+
+    fn ch2(actions: &[Action]) -> Vec<Ch2Request> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Credit { request, .. } => Some(request.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn session_of(actions: &[Action]) -> u64 {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Credit { session, .. } => Some(*session),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    /// A 2001 granting `seconds`, final units if `last`.
+    fn grant(req: &Ch2Request, seconds: u32, last: bool) -> Result<Ch2Response, String> {
+        let mut a = Ch2Response::for_request(req, 2001);
+        a.credits.push(CreditGrant {
+            granted: Some(ServiceUnits::seconds(seconds)),
+            final_unit_action: last.then_some(FinalUnitAction::Terminate),
+            ..CreditGrant::default()
+        });
+        Ok(a)
+    }
+
+    fn used(req: &Ch2Request) -> Option<u32> {
+        req.used_units().and_then(|u| u.time)
+    }
+
+    /// An online session established at `t0` with `seconds` granted:
+    /// its legs and charging session number.
+    fn online_establish(b: &mut B2buaCore, t0: Instant, seconds: u32, last: bool) -> (Legs, u64) {
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(b);
+        let id = session_of(&actions);
+        let initial = ch2(&actions).remove(0);
+        b.handle_charging_answer(id, ORIG, grant(&initial, seconds, last), t0);
+        let (key, forwarded, _) = requests(&drain(b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        let actions = drain(b);
+        assert_eq!(shape(&actions), ["stateless ACK", "respond 200"]);
+        let tag_a = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Respond { response, .. } => message::to_tag(response),
+                _ => None,
+            })
+            .unwrap();
+        let legs = Legs {
+            tag_a,
+            call_id_b: message::call_id(&forwarded).unwrap(),
+            tag_b: message::from_tag(&forwarded).unwrap(),
+        };
+        (legs, id)
+    }
+
+    #[test]
+    fn online_the_invite_waits_for_the_initial_requests_answer() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            ["respond 100", INITIAL],
+            "nothing forwarded yet"
+        );
+        let initial = ch2(&actions).remove(0);
+        assert_eq!(
+            (initial.kind, initial.request_number),
+            (RequestType::Initial, 0)
+        );
+        assert_eq!(initial.requested_units(), Some(ServiceUnits::seconds(60)));
+        assert_eq!(
+            initial.served_user.as_deref(),
+            Some("sip:alice@test.invalid")
+        );
+        assert_eq!(initial.call_id.as_deref(), Some("one@test"));
+        assert_eq!(
+            initial.role,
+            Some(crate::charging::ch1::ChargedRole::OriginatingPf)
+        );
+        assert!(initial.service_information);
+        // Time passes; still nothing.
+        b.handle_timeout(t0 + Duration::from_secs(1));
+        assert!(drain(&mut b).is_empty());
+        let id = session_of(&actions);
+        b.handle_charging_answer(
+            id,
+            ORIG,
+            grant(&initial, 60, false),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(shape(&drain(&mut b)), ["request INVITE"]);
+    }
+
+    #[test]
+    fn online_a_refused_initial_rejects_the_invite_forwards_nothing_and_terminates_nothing() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let initial = ch2(&actions).remove(0);
+        let refusal = Ch2Response::for_request(&initial, 4012);
+        b.handle_charging_answer(session_of(&actions), ORIG, Ok(refusal), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["respond 402", "forget"]);
+        assert_eq!(b.poll_timeout(), None, "nothing more to come");
+
+        // An MSCC-level refusal under a 2001 refuses too.
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let initial = ch2(&actions).remove(0);
+        let mut refusal = Ch2Response::for_request(&initial, 2001);
+        refusal.credits.push(CreditGrant {
+            result_code: Some(4010),
+            ..CreditGrant::default()
+        });
+        b.handle_charging_answer(session_of(&actions), ORIG, Ok(refusal), t0);
+        assert_eq!(shape(&drain(&mut b)), ["respond 402", "forget"]);
+    }
+
+    #[test]
+    fn online_a_reinvite_waits_for_its_update_which_reports_the_time_used() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        let (legs, id) = online_establish(&mut b, t0, 60, false);
+        let t1 = t0 + Duration::from_secs(12);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", false, 2)), t1);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [UPDATE], "the re-INVITE is held");
+        let update = ch2(&actions).remove(0);
+        assert_eq!(update.request_number, 1);
+        assert_eq!(used(&update), Some(12));
+        assert_eq!(update.requested_units(), Some(ServiceUnits::seconds(60)));
+        b.handle_charging_answer(id, ORIG, grant(&update, 60, false), t1);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["request INVITE"]);
+        let (key, onward, _) = requests(&actions).remove(0);
+        b.handle_sip(answer(&key, &onward, 200, "alice"), t1);
+        assert_eq!(shape(&drain(&mut b)), ["stateless ACK", "respond 200"]);
+
+        // A refused Update ends the session: BYE on both legs, Termination.
+        let t2 = t1 + Duration::from_secs(3);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t2);
+        let update = ch2(&drain(&mut b)).remove(0);
+        b.handle_charging_answer(id, ORIG, Ok(Ch2Response::for_request(&update, 4012)), t2);
+        let actions = drain(&mut b);
+        assert_eq!(
+            shape(&actions),
+            ["respond 402", TERMINATION, "request BYE", "request BYE"]
+        );
+        assert_eq!(ch2(&actions)[0].request_number, 3);
+    }
+
+    #[test]
+    fn online_a_clients_bye_terminates_with_the_seconds_used() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        let t1 = t0 + Duration::from_secs(30);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t1);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["respond 200", TERMINATION, "request BYE"]);
+        let t = ch2(&actions).remove(0);
+        assert_eq!((t.request_number, used(&t)), (1, Some(30)));
+        assert_eq!(t.reporting_reason(), Some(ReportingReason::Final));
+        assert_eq!(t.requested_units(), None);
+    }
+
+    #[test]
+    fn online_a_server_bye_terminates_at_once_before_the_200_ok() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        let (_, _) = online_establish(&mut b, t0, 60, false);
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(b.terminate("one@test", t1));
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [TERMINATION, "request BYE", "request BYE"]);
+        assert_eq!(used(&ch2(&actions)[0]), Some(5));
+        let byes = requests(&actions);
+        b.handle_sip(answer(&byes[0].0, &byes[0].1, 200, "alice"), t1);
+        b.handle_sip(answer(&byes[1].0, &byes[1].1, 200, "bob"), t1);
+        assert_eq!(shape(&drain(&mut b)), ["forget"], "nothing charged twice");
+    }
+
+    #[test]
+    fn online_final_units_end_the_session_when_they_run_out_other_units_are_renewed() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        online_establish(&mut b, t0, 20, true);
+        let at = t0 + Duration::from_secs(20);
+        assert_eq!(b.poll_timeout(), Some(at));
+        b.handle_timeout(at - Duration::from_millis(1));
+        assert!(drain(&mut b).is_empty());
+        b.handle_timeout(at);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [TERMINATION, "request BYE", "request BYE"]);
+        assert_eq!(used(&ch2(&actions)[0]), Some(20));
+        let tx = OnlineConfig::default().tx;
+        assert_eq!(b.poll_timeout(), Some(at + tx), "only the Termination's Tx");
+        b.handle_timeout(at + tx);
+        assert!(
+            drain(&mut b).is_empty(),
+            "an unanswered Termination changes nothing"
+        );
+        assert_eq!(b.poll_timeout(), None);
+
+        // Not the final units: an Update (QUOTA_EXHAUSTED), the session goes on.
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let (_, id) = online_establish(&mut b, t0, 20, false);
+        b.handle_timeout(at);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), [UPDATE]);
+        let update = ch2(&actions).remove(0);
+        assert_eq!(
+            update.reporting_reason(),
+            Some(ReportingReason::QuotaExhausted)
+        );
+        assert_eq!(used(&update), Some(20));
+        b.handle_charging_answer(id, ORIG, grant(&update, 20, false), at);
+        assert_eq!(b.poll_timeout(), Some(at + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn online_validity_time_asks_again() {
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let (id, initial) = (session_of(&actions), ch2(&actions).remove(0));
+        let mut a = grant(&initial, 600, false).unwrap();
+        a.credits[0].validity_time = Some(10);
+        b.handle_charging_answer(id, ORIG, Ok(a), t0);
+        let (key, forwarded, _) = requests(&drain(&mut b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        drain(&mut b);
+        assert_eq!(b.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        b.handle_timeout(t0 + Duration::from_secs(10));
+        let update = ch2(&drain(&mut b)).remove(0);
+        assert_eq!(
+            update.reporting_reason(),
+            Some(ReportingReason::ValidityTime)
+        );
+    }
+
+    #[test]
+    fn online_no_answer_within_tx_terminate_rejects_504_continue_goes_on_unchecked() {
+        let tx = OnlineConfig::default().tx;
+        let t0 = Instant::now();
+        let mut b = online(vec![], FailureHandlingMode::Terminate);
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let (id, initial) = (session_of(&actions), ch2(&actions).remove(0));
+        assert_eq!(b.poll_timeout(), Some(t0 + tx));
+        b.handle_timeout(t0 + tx);
+        assert_eq!(shape(&drain(&mut b)), ["respond 504", "forget"]);
+        // The late answer finds nothing.
+        b.handle_charging_answer(id, ORIG, grant(&initial, 60, false), t0 + tx * 2);
+        assert!(drain(&mut b).is_empty());
+
+        // An established session whose Update is not answered ends.
+        let mut b = online(vec![], FailureHandlingMode::RetryAndTerminate);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t0);
+        assert_eq!(shape(&drain(&mut b)), [UPDATE]);
+        b.handle_timeout(t0 + tx);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["respond 504", "request BYE", "request BYE"],
+            "no Termination after the unanswered Update"
+        );
+
+        let mut b = online(vec![], FailureHandlingMode::Continue);
+        b.handle_sip(incoming(invite()), t0);
+        drain(&mut b);
+        b.handle_timeout(t0 + tx);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["request INVITE"],
+            "forwarded all the same"
+        );
+        assert_eq!(b.poll_timeout(), None, "no credit control any more");
+    }
+
+    #[test]
+    fn online_and_offline_at_once() {
+        let mut c = (*config(vec![])).clone();
+        c.inactivity_timer = None;
+        c.online = Some(OnlineConfig::default());
+        let mut b = B2buaCore::new(Arc::new(c), SUT.parse().unwrap(), TransportKind::Udp);
+        let t0 = Instant::now();
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let (id, initial) = (session_of(&actions), ch2(&actions).remove(0));
+        b.handle_charging_answer(id, ORIG, grant(&initial, 60, false), t0);
+        let (key, forwarded, _) = requests(&drain(&mut b)).remove(0);
+        b.handle_sip(answer(&key, &forwarded, 200, "bob"), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["stateless ACK", "respond 200", START[0], START[1]]
+        );
+    }
+
+    #[test]
+    fn online_deviations_are_branches_of_the_same_core() {
+        let t0 = Instant::now();
+        let none = FailureHandlingMode::Terminate;
+        let mut b = online(vec![Deviation::ForwardInviteBeforeCreditAnswer], none);
+        b.handle_sip(incoming(invite()), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["respond 100", INITIAL, "request INVITE"]
+        );
+
+        let mut b = online(vec![Deviation::TerminationAfterRefusedInitial], none);
+        b.handle_sip(incoming(invite()), t0);
+        let actions = drain(&mut b);
+        let initial = ch2(&actions).remove(0);
+        let refusal = Ch2Response::for_request(&initial, 4012);
+        b.handle_charging_answer(session_of(&actions), ORIG, Ok(refusal), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            [TERMINATION, "respond 402", "forget"]
+        );
+
+        let mut b = online(vec![Deviation::TerminationAfterServerByeOk], none);
+        online_establish(&mut b, t0, 60, false);
+        assert!(b.terminate("one@test", t0));
+        let byes = requests(&drain(&mut b));
+        assert_eq!(byes.len(), 2, "no Termination with the BYEs");
+        b.handle_sip(answer(&byes[0].0, &byes[0].1, 200, "alice"), t0);
+        assert_eq!(shape(&drain(&mut b)), [TERMINATION]);
+
+        let mut b = online(vec![Deviation::CreditRequestNumberSkips], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t0);
+        assert_eq!(ch2(&drain(&mut b))[0].request_number, 2);
+
+        let mut b = online(vec![Deviation::SessionKeptAfterFinalUnits], none);
+        online_establish(&mut b, t0, 20, true);
+        b.handle_timeout(t0 + Duration::from_secs(20));
+        assert_eq!(shape(&drain(&mut b)), [UPDATE]);
+
+        let mut b = online(vec![Deviation::UpdateAfterForwardingReinvite], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t0);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["request INVITE"]);
+        let (key, onward, _) = requests(&actions).remove(0);
+        b.handle_sip(answer(&key, &onward, 200, "bob"), t0);
+        assert_eq!(
+            shape(&drain(&mut b)),
+            ["stateless ACK", "respond 200", UPDATE]
+        );
+
+        let mut b = online(vec![Deviation::NoUsedUnitsInTermination], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t0);
+        assert_eq!(used(&ch2(&drain(&mut b))[0]), None);
+
+        let mut b = online(vec![Deviation::NoRequestedUnitsInInitial], none);
+        b.handle_sip(incoming(invite()), t0);
+        assert_eq!(ch2(&drain(&mut b))[0].requested_units(), None);
+
+        let mut b = online(vec![Deviation::SecondInitialOnReinvite], none);
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "INVITE", true, 2)), t0);
+        assert_eq!(shape(&drain(&mut b)), [INITIAL]);
     }
 }

@@ -40,6 +40,77 @@ pub struct SutConfig {
     /// The Controlling Function for group sessions; absent: none hosted.
     #[serde(default)]
     pub conference: Option<ConferenceConfig>,
+    /// Online charging (CH-2 over Ro) of the 1-1 sessions, beside any
+    /// offline charging; needs `charging` (the same Charging Enabler,
+    /// origin host and realm, service context). Absent: offline only.
+    #[serde(default)]
+    pub online: Option<OnlineConfig>,
+}
+
+/// The server as an online charging client (flows.md, 6.3.3): which
+/// functions ask for credit before the session goes on, and what it does
+/// when the Charging Enabler refuses or does not answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// Which functions ask for credit, each its own CH-2 session.
+    pub functions: Vec<ChargedFunction>,
+    /// The final response to an INVITE whose InitialRequest was refused.
+    #[serde(default = "default_refusal_status")]
+    pub refusal_status: u16,
+    /// CC-Time asked for in each InitialRequest and UpdateRequest, seconds.
+    #[serde(default = "default_requested_time")]
+    pub requested_time: u32,
+    /// How long to wait for a CH-2 Response (RFC 4006 Tx).
+    #[serde(default = "default_tx", deserialize_with = "duration")]
+    pub tx: Duration,
+    /// What to do when no answer comes within `tx`.
+    #[serde(default)]
+    pub failure_handling: FailureHandlingMode,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            functions: vec![ChargedFunction::OriginatingPf],
+            refusal_status: default_refusal_status(),
+            requested_time: default_requested_time(),
+            tx: default_tx(),
+            failure_handling: FailureHandlingMode::default(),
+        }
+    }
+}
+
+/// RFC 4006 Credit-Control-Failure-Handling, as the server applies it when
+/// a CH-2 Response does not come within Tx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureHandlingMode {
+    /// Refuse the INVITE (504) or end the established session (BYE on both
+    /// legs), with no more requests on that charging session.
+    #[default]
+    Terminate,
+    /// Go on without credit control for that charging session.
+    Continue,
+    /// RFC 4006 would first retry on an alternate server; the reference
+    /// server has only one Charging Enabler, so this is `terminate`.
+    RetryAndTerminate,
+}
+
+fn default_refusal_status() -> u16 {
+    402
+}
+fn default_requested_time() -> u32 {
+    60
+}
+fn default_tx() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let t = String::deserialize(d)?;
+    humantime::parse_duration(&t)
+        .map_err(|e| serde::de::Error::custom(format!("`{t}` is not a duration like 1500ms ({e})")))
 }
 
 /// The server's Controlling Function (a conference focus, RFC 4579).
@@ -179,11 +250,33 @@ impl SutConfig {
             source,
         })?;
         let de = serde_yaml::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: e.path().to_string(),
-            message: e.into_inner().to_string(),
-        })
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                key: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            })
+            .and_then(|c: SutConfig| {
+                c.check().map_err(|(key, message)| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: key.into(),
+                    message,
+                })?;
+                Ok(c)
+            })
+    }
+
+    /// What the types cannot say: online charging needs the Charging
+    /// Enabler of `charging`. Err: the key and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.online.is_some() && self.charging.is_none() {
+            return Err((
+                "online",
+                "online charging needs `charging` (the Charging Enabler's address and identity)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether a deviation is switched on.
@@ -230,5 +323,45 @@ mod tests {
         let err = SutConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("deviations[0]"), "{err}");
         assert!(err.contains("start_late"), "{err}");
+    }
+
+    #[test]
+    fn online_takes_its_defaults_and_needs_charging() {
+        let dir = std::env::temp_dir().join(format!("cpmcc-online-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        let base = "sip: { listen: 127.0.0.1:0 }\ndomain: d\nroute_users_to: 127.0.0.1:1\n";
+        let charging = "charging: { server: 127.0.0.1:3868, functions: [originating_pf] }\n";
+        std::fs::write(
+            &path,
+            format!("{base}{charging}online: {{ functions: [originating_pf] }}\n"),
+        )
+        .unwrap();
+        let online = SutConfig::load(&path).unwrap().online.unwrap();
+        assert_eq!(online.functions, [ChargedFunction::OriginatingPf]);
+        assert_eq!(
+            (online.refusal_status, online.requested_time, online.tx),
+            (402, 60, Duration::from_secs(2))
+        );
+        assert_eq!(online.failure_handling, FailureHandlingMode::Terminate);
+        std::fs::write(
+            &path,
+            format!(
+                "{base}{charging}online: {{ functions: [terminating_pf], tx: 500ms, \
+                 failure_handling: continue, refusal_status: 403, requested_time: 30 }}\n"
+            ),
+        )
+        .unwrap();
+        let online = SutConfig::load(&path).unwrap().online.unwrap();
+        assert_eq!(online.tx, Duration::from_millis(500));
+        assert_eq!(online.failure_handling, FailureHandlingMode::Continue);
+        assert_eq!((online.refusal_status, online.requested_time), (403, 30));
+        std::fs::write(
+            &path,
+            format!("{base}online: {{ functions: [originating_pf] }}\n"),
+        )
+        .unwrap();
+        let err = SutConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("online") && err.contains("charging"), "{err}");
     }
 }

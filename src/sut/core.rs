@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use crate::charging::ch1::Ch1Request;
+use crate::charging::ch2::{Ch2Request, Ch2Response};
 use crate::profile::ChargedFunction;
 use crate::sip::transaction::{Target, TxEvent, TxKey};
 
@@ -40,6 +41,14 @@ pub enum Action {
         function: ChargedFunction,
         request: Ch1Request,
     },
+    /// Send a CH-2 request on the charged function's ordered queue; its
+    /// answer (or why there is none) comes back through
+    /// [`SessionCore::handle_charging_answer`].
+    Credit {
+        session: u64,
+        function: ChargedFunction,
+        request: Ch2Request,
+    },
     /// The session is over: nothing more will be charged on its queues.
     Forget { session: u64 },
 }
@@ -62,6 +71,20 @@ pub trait SessionCore {
     /// Operator stimulus: ends the established session with this Call-ID
     /// (of either leg); false if there is none.
     fn terminate(&mut self, call_id: &str, now: Instant) -> bool;
+
+    /// The answer to the oldest unanswered [`Action::Credit`] of this
+    /// (session, function): the CH-2 Response, or why none came (no answer
+    /// within Tx, the link failed). By default ignored: a core that sends
+    /// no Credit gets none.
+    fn handle_charging_answer(
+        &mut self,
+        session: u64,
+        function: ChargedFunction,
+        answer: Result<Ch2Response, String>,
+        now: Instant,
+    ) {
+        let _ = (session, function, answer, now);
+    }
 
     /// The request of an [`Action::Request`] could not be sent. By default
     /// that is taken as its transaction timing out.
@@ -142,6 +165,15 @@ impl SessionCore for WithFocus {
                 function,
                 request,
             }),
+            Some(Action::Credit {
+                session,
+                function,
+                request,
+            }) => Some(Action::Credit {
+                session: session | FOCUS_SESSION_BIT,
+                function,
+                request,
+            }),
             Some(Action::Forget { session }) => Some(Action::Forget {
                 session: session | FOCUS_SESSION_BIT,
             }),
@@ -156,6 +188,21 @@ impl SessionCore for WithFocus {
 
     fn terminate(&mut self, call_id: &str, now: Instant) -> bool {
         self.focus.terminate(call_id, now) || self.one_to_one.terminate(call_id, now)
+    }
+
+    fn handle_charging_answer(
+        &mut self,
+        session: u64,
+        function: ChargedFunction,
+        answer: Result<Ch2Response, String>,
+        now: Instant,
+    ) {
+        // The focus charges offline only: it sends no Credit, so an answer
+        // for one of its sessions is nobody's.
+        if session & FOCUS_SESSION_BIT == 0 {
+            self.one_to_one
+                .handle_charging_answer(session, function, answer, now);
+        }
     }
 
     fn send_failed(&mut self, key: TxKey, now: Instant) {

@@ -86,11 +86,33 @@ pub enum Deviation {
     /// The Controlling Function starts charging only when the first invited
     /// participant joins, not when the originator's leg is established.
     GroupStartOnFirstJoin,
+    /// The INVITE goes to the recipient with the InitialRequest, before its answer.
+    ForwardInviteBeforeCreditAnswer,
+    /// The INVITE is forwarded although the InitialRequest was refused.
+    ForwardInviteAfterRefusal,
+    /// A TerminationRequest follows a refused InitialRequest.
+    TerminationAfterRefusedInitial,
+    /// The re-INVITE is forwarded at once; the UpdateRequest follows the recipient's 200 OK.
+    UpdateAfterForwardingReinvite,
+    /// The TerminationRequest carries no Used-Service-Unit.
+    NoUsedUnitsInTermination,
+    /// Used units reported are the units asked for, not the session's elapsed time.
+    UsedUnitsFromRequested,
+    /// On server termination, each TerminationRequest only after its client's 200 OK to the BYE.
+    TerminationAfterServerByeOk,
+    /// When final units (Final-Unit-Action TERMINATE) run out, an UpdateRequest and the session goes on.
+    SessionKeptAfterFinalUnits,
+    /// CC-Request-Number rises by two instead of one.
+    CreditRequestNumberSkips,
+    /// The InitialRequest asks for no units (no Requested-Service-Unit).
+    NoRequestedUnitsInInitial,
+    /// A re-INVITE is charged with a second InitialRequest instead of an UpdateRequest.
+    SecondInitialOnReinvite,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 34] = [
+    pub const ALL: [Deviation; 45] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -125,6 +147,17 @@ impl Deviation {
         Self::StopWhileParticipantsRemain,
         Self::InterimOnFailedJoin,
         Self::GroupStartOnFirstJoin,
+        Self::ForwardInviteBeforeCreditAnswer,
+        Self::ForwardInviteAfterRefusal,
+        Self::TerminationAfterRefusedInitial,
+        Self::UpdateAfterForwardingReinvite,
+        Self::NoUsedUnitsInTermination,
+        Self::UsedUnitsFromRequested,
+        Self::TerminationAfterServerByeOk,
+        Self::SessionKeptAfterFinalUnits,
+        Self::CreditRequestNumberSkips,
+        Self::NoRequestedUnitsInInitial,
+        Self::SecondInitialOnReinvite,
     ];
 
     /// The name used in configs and on the command line.
@@ -164,6 +197,17 @@ impl Deviation {
             Self::StopWhileParticipantsRemain => "stop_while_participants_remain",
             Self::InterimOnFailedJoin => "interim_on_failed_join",
             Self::GroupStartOnFirstJoin => "group_start_on_first_join",
+            Self::ForwardInviteBeforeCreditAnswer => "forward_invite_before_credit_answer",
+            Self::ForwardInviteAfterRefusal => "forward_invite_after_refusal",
+            Self::TerminationAfterRefusedInitial => "termination_after_refused_initial",
+            Self::UpdateAfterForwardingReinvite => "update_after_forwarding_reinvite",
+            Self::NoUsedUnitsInTermination => "no_used_units_in_termination",
+            Self::UsedUnitsFromRequested => "used_units_from_requested",
+            Self::TerminationAfterServerByeOk => "termination_after_server_bye_ok",
+            Self::SessionKeptAfterFinalUnits => "session_kept_after_final_units",
+            Self::CreditRequestNumberSkips => "credit_request_number_skips",
+            Self::NoRequestedUnitsInInitial => "no_requested_units_in_initial",
+            Self::SecondInitialOnReinvite => "second_initial_on_reinvite",
         }
     }
 
@@ -233,6 +277,35 @@ impl Deviation {
             Self::InterimOnFailedJoin => "6.2.3.3: a failed join is not charged",
             Self::GroupStartOnFirstJoin => {
                 "6.2.3.2: the Start comes once the originator's leg is established"
+            }
+            Self::ForwardInviteBeforeCreditAnswer => {
+                "6.3.3.1: the INVITE is forwarded only after a successful CH-2 Response"
+            }
+            Self::ForwardInviteAfterRefusal => {
+                "6.3.3.1: a refused InitialRequest makes the SUT reject the INVITE and forward nothing"
+            }
+            Self::TerminationAfterRefusedInitial => {
+                "6.3.3.1: no TerminationRequest follows a failed InitialRequest"
+            }
+            Self::UpdateAfterForwardingReinvite => {
+                "6.3.3.4 (strict): the Update and its Response come before the SUT forwards the re-INVITE"
+            }
+            Self::NoUsedUnitsInTermination => {
+                "all online flows: Update and Termination report used units"
+            }
+            Self::UsedUnitsFromRequested => "6.3.3.7: the Termination debits the units used",
+            Self::TerminationAfterServerByeOk => {
+                "6.3.3.7 (server initiated): the Termination is triggered by sending the BYE, before the client's 200 OK"
+            }
+            Self::SessionKeptAfterFinalUnits => {
+                "RFC 4006 final units: the session ends (BYE, Termination) when the final granted units run out"
+            }
+            Self::CreditRequestNumberSkips => {
+                "all online flows: request numbers start at 0 and rise by one"
+            }
+            Self::NoRequestedUnitsInInitial => "all online flows: Initial and Update ask for units",
+            Self::SecondInitialOnReinvite => {
+                "all online flows: exactly one Initial per charging session"
             }
         }
     }

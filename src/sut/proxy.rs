@@ -1125,6 +1125,7 @@ mod tests {
             admin: None,
             deviations,
             conference: None,
+            online: None,
         })
     }
 
@@ -1235,6 +1236,7 @@ mod tests {
                 Action::Charge {
                     function, request, ..
                 } => format!("charge {:?} {:?}", request.kind, function),
+                Action::Credit { .. } => "credit".into(),
                 Action::Forget { .. } => "forget".into(),
             })
             .collect()

@@ -22,8 +22,10 @@ use super::deviation::Deviation;
 use super::focus::{FocusCharging, FocusConfig, FocusCore};
 use super::proxy::ProxyCore;
 use crate::charging::ch1::Ch1Request;
+use crate::charging::ch2::{Ch2Request, Ch2Response};
 use crate::charging::client::{ChargingClient, ClientConfig};
-use crate::diameter::commands::LocalIdentity;
+use crate::diameter::commands::{AppId, LocalIdentity};
+use crate::diameter::{VENDOR_3GPP, app};
 use crate::profile::{ChargedFunction, Transport};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::transaction::{TransportKind, TxEvent};
@@ -35,6 +37,8 @@ pub enum SutError {
     Sip { address: SocketAddr, reason: String },
     #[error("reference server: cannot reach the Charging Enabler at {address}: {reason}")]
     Charging { address: SocketAddr, reason: String },
+    #[error("reference server: config: at `{key}`: {message}")]
+    Config { key: String, message: String },
     #[error("reference server: cannot bind the admin interface on {address}: {source}")]
     Admin {
         address: SocketAddr,
@@ -77,8 +81,20 @@ pub(crate) enum Command {
 pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
     // Like a real server: take calls at once; charging requests wait for the
     // Charging Enabler's link, in order, and are resent if a link drops.
+    config.check().map_err(|(key, message)| SutError::Config {
+        key: key.into(),
+        message,
+    })?;
     let charging = config.charging.as_ref().map(|c| {
-        let identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
+        let mut identity = LocalIdentity::rf_client(&c.origin_host, &c.origin_realm, c.server.ip());
+        if config.online.is_some() {
+            // A Charging Enabler answers a CCR 3001 on a link whose CER did
+            // not name Ro: online charging advertises both applications.
+            identity.auth_application_ids = vec![app::CREDIT_CONTROL_RO];
+            identity
+                .vendor_specific_applications
+                .push((VENDOR_3GPP, AppId::Auth(app::CREDIT_CONTROL_RO)));
+        }
         ChargingClient::spawn(
             c.server,
             identity,
@@ -129,20 +145,29 @@ pub async fn start(config: SutConfig) -> Result<RunningSut, SutError> {
         .as_ref()
         .map(|c| FocusCore::new(focus_config(&config, c), local, transport));
     let one_to_one: Box<dyn SessionCore + Send> = match config.shape {
-        Shape::B2bua => Box::new(B2buaCore::new(config, local, transport)),
-        Shape::Proxy => Box::new(ProxyCore::new(config, local, transport)),
+        Shape::B2bua => Box::new(B2buaCore::new(Arc::clone(&config), local, transport)),
+        Shape::Proxy => Box::new(ProxyCore::new(Arc::clone(&config), local, transport)),
     };
     let core: Box<dyn SessionCore + Send> = match focus {
         Some(focus) => Box::new(WithFocus::new(one_to_one, focus)),
         None => one_to_one,
     };
+    let (answers, answer_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         endpoint,
         charging,
         deviations,
         queues: HashMap::new(),
+        credit_queues: HashMap::new(),
+        answers,
+        destination_realm: config
+            .charging
+            .as_ref()
+            .map(|c| c.destination_realm.clone())
+            .unwrap_or_default(),
+        tx: config.online.as_ref().map(|o| o.tx).unwrap_or_default(),
     };
-    tokio::spawn(run_core(core, driver, events, command_rx));
+    tokio::spawn(run_core(core, driver, events, command_rx, answer_rx));
     Ok(RunningSut {
         sip: local,
         admin,
@@ -184,7 +209,16 @@ struct Driver {
     charging: Option<ChargingClient>,
     deviations: Vec<Deviation>,
     queues: HashMap<(u64, ChargedFunction), mpsc::UnboundedSender<Ch1Request>>,
+    credit_queues: HashMap<(u64, ChargedFunction), mpsc::UnboundedSender<Ch2Request>>,
+    /// Where the CH-2 answers go back to the core.
+    answers: mpsc::UnboundedSender<CreditAnswer>,
+    destination_realm: String,
+    /// RFC 4006 Tx: how long a CH-2 request waits for its answer.
+    tx: std::time::Duration,
 }
+
+/// A CH-2 answer for the core: (session, function, the Response or why none).
+type CreditAnswer = (u64, ChargedFunction, Result<Ch2Response, String>);
 
 impl Driver {
     /// Executes every action `core` has, in order, until it has none; a
@@ -228,7 +262,41 @@ impl Driver {
                         let _ = queue.send(request);
                     }
                 }
-                Action::Forget { session } => self.queues.retain(|(s, _), _| *s != session),
+                Action::Credit {
+                    session,
+                    function,
+                    request,
+                } => match &self.charging {
+                    Some(client) => {
+                        let (answers, realm, tx) =
+                            (&self.answers, &self.destination_realm, self.tx);
+                        let queue = self
+                            .credit_queues
+                            .entry((session, function))
+                            .or_insert_with(|| {
+                                credit_queue(
+                                    client.clone(),
+                                    realm.clone(),
+                                    tx,
+                                    (session, function),
+                                    answers.clone(),
+                                )
+                            });
+                        let _ = queue.send(request);
+                    }
+                    None => {
+                        core.handle_charging_answer(
+                            session,
+                            function,
+                            Err("no Charging Enabler configured".into()),
+                            Instant::now(),
+                        );
+                    }
+                },
+                Action::Forget { session } => {
+                    self.queues.retain(|(s, _), _| *s != session);
+                    self.credit_queues.retain(|(s, _), _| *s != session);
+                }
             }
         }
     }
@@ -246,6 +314,7 @@ async fn run_core(
     mut driver: Driver,
     mut events: mpsc::UnboundedReceiver<TxEvent>,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    mut answers: mpsc::UnboundedReceiver<CreditAnswer>,
 ) {
     loop {
         let deadline = core.poll_timeout();
@@ -266,11 +335,46 @@ async fn run_core(
                 }
                 Some(Command::Shutdown) | None => break,
             },
+            Some((session, function, answer)) = answers.recv() => {
+                core.handle_charging_answer(session, function, answer, Instant::now());
+            }
             () = sleep => core.handle_timeout(Instant::now()),
         }
         driver.execute(core.as_mut()).await;
     }
     driver.endpoint.shutdown().await;
+}
+
+/// One ordered CH-2 sender per (session, charged function): each CCR waits
+/// for the answer to the one before; every answer (or its absence after
+/// Tx, or the link's error) goes back to the core, in order.
+fn credit_queue(
+    client: ChargingClient,
+    destination_realm: String,
+    tx: std::time::Duration,
+    (session, function): (u64, ChargedFunction),
+    answers: mpsc::UnboundedSender<CreditAnswer>,
+) -> mpsc::UnboundedSender<Ch2Request> {
+    let (queue, mut rx) = mpsc::unbounded_channel::<Ch2Request>();
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let ccr = req.to_ccr(client.identity(), &destination_realm);
+            // The core keeps its own Tx; this one only keeps the queue
+            // moving when the link never answers.
+            let answer = match tokio::time::timeout(tx, client.request(ccr)).await {
+                Ok(Ok(cca)) => Ch2Response::from_cca(&cca).map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no CH-2 answer within {tx:?}")),
+            };
+            if let Err(why) = &answer {
+                tracing::warn!(%why, session = %req.session_id, "reference server: CH-2 request failed");
+            }
+            if answers.send((session, function, answer)).is_err() {
+                break;
+            }
+        }
+    });
+    queue
 }
 
 /// One ordered sender per charged function: each request waits for the
@@ -387,6 +491,7 @@ mod tests {
             admin: None,
             deviations: Vec::new(),
             conference: None,
+            online: None,
         })
         .await
         .unwrap()
