@@ -173,6 +173,33 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             &["OFF-GRP-JOIN-04"],
             "off.group.no-interim-on-failed-join",
         )],
+        Deviation::ForwardInviteBeforeCreditAnswer => {
+            vec![by(&["ON-INIT-01"], "on.initial.forward-after-answer")]
+        }
+        Deviation::ForwardInviteAfterRefusal => {
+            vec![by(&["ON-INIT-02"], "on.initial.refusal-rejects-invite")]
+        }
+        Deviation::TerminationAfterRefusedInitial => {
+            vec![by(&["ON-INIT-02"], "online.refused-initial-ends-session")]
+        }
+        Deviation::UpdateAfterForwardingReinvite => {
+            vec![by(&["ON-MOD-01"], "on.update.forward-after-answer")]
+        }
+        Deviation::NoUsedUnitsInTermination => {
+            vec![by(&["ON-TERM-01"], "online.used-units-reported")]
+        }
+        Deviation::UsedUnitsFromRequested => {
+            vec![by(&["ON-TERM-01"], "on.termination.used-units-as-used")]
+        }
+        Deviation::TerminationAfterServerByeOk => {
+            vec![by(&["ON-TERM-02"], "on.termination.on-server-bye")]
+        }
+        Deviation::SessionKeptAfterFinalUnits => {
+            vec![by(&["ON-TERM-03"], "on.final-units.end-session")]
+        }
+        Deviation::CreditRequestNumberSkips => vec![by(&["ON-MOD-01"], "online.request-numbers")],
+        Deviation::NoRequestedUnitsInInitial => vec![by(&["ON-INIT-01"], "online.units-requested")],
+        Deviation::SecondInitialOnReinvite => vec![by(&["ON-MOD-01"], "online.one-initial")],
         Deviation::InterimBeforeStart => {
             vec![by(&["OFF-INIT-01"], "off.session.start-first")]
         }
@@ -340,6 +367,30 @@ fn main() {
         (
             "off.interim.after-reinvite",
             "tests/cli.rs the_lenient_reading_of_6_2_3_4_…",
+        ),
+        // The online every-flow rules no reference deviation breaks: each is
+        // broken alone, and named alone, by the unit case
+        // src/charging/online_rules.rs each_rule_broken_alone_is_named_alone,
+        // and reaches the verdict through the same rules::online mapping.
+        (
+            "online.at-most-one-termination",
+            "src/charging/online_rules.rs each_rule_broken_alone_is_named_alone",
+        ),
+        (
+            "online.one-session-id",
+            "src/charging/online_rules.rs each_rule_broken_alone_is_named_alone",
+        ),
+        (
+            "online.nothing-after-termination",
+            "src/charging/online_rules.rs each_rule_broken_alone_is_named_alone",
+        ),
+        (
+            "online.no-usage-under-refused-service",
+            "src/charging/online_rules.rs each_rule_broken_alone_is_named_alone",
+        ),
+        (
+            "online.service-information",
+            "src/charging/online_rules.rs each_rule_broken_alone_is_named_alone",
         ),
         (
             "profile.service-context-id",

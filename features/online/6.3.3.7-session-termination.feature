@@ -22,7 +22,7 @@ Feature: 6.3.3.7 Online charging for CPM session termination
     Given alice has a 1-1 CPM session with bob
     When the operator ends the session
     And alice and bob hold back their answers to the SUT's BYE
-    Then a CH-2 TerminationRequest arrives for every online function
+    Then a CH-2 TerminationRequest arrives for every online function while they hold back their answers
 
   @tp-ON-TERM-03
   Scenario: Final units with TERMINATE: the SUT ends the session when they are used

@@ -196,16 +196,11 @@ pub fn belonging_to(
     let sessions: std::collections::HashSet<String> = records
         .iter()
         .filter(|r| names_ours(r))
-        .filter_map(|r| r.ch1.as_ref().ok().map(|c| c.session_id.clone()))
+        .filter_map(|r| r.session_id().map(str::to_owned))
         .collect();
     let mut v: Vec<ChargingRecord> = records
         .into_iter()
-        .filter(|r| {
-            names_ours(r)
-                || r.ch1
-                    .as_ref()
-                    .is_ok_and(|c| sessions.contains(&c.session_id))
-        })
+        .filter(|r| names_ours(r) || r.session_id().is_some_and(|s| sessions.contains(s)))
         .collect();
     v.sort_by_key(|r| r.stamp);
     v

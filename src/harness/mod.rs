@@ -312,7 +312,16 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                     .groups
                     .as_ref()
                     .map(|g| conference_config(&profile, g)),
-                online: None,
+                online: profile.online().map(|o| sut::config::OnlineConfig {
+                    functions: o
+                        .functions
+                        .iter()
+                        .copied()
+                        .filter(|f| *f != crate::profile::ChargedFunction::ControllingFunction)
+                        .collect(),
+                    refusal_status: o.refusal_status.unwrap_or(402),
+                    ..sut::config::OnlineConfig::default()
+                }),
             };
             let sut = sut::start(config).await?;
             let addresses = (reachable(sut.sip), sut.admin.map(reachable));
@@ -444,8 +453,11 @@ fn unclaimed_charging(context: &Context) -> Vec<String> {
         .unwrap_or_else(PoisonError::into_inner);
     let all = context.enabler.records();
     // Stamps are unique per record: the sequence number identifies it.
+    // On either interface: a CCR names its served user as an ACR does.
     let ours: std::collections::HashSet<u64> = world::belonging_to(all.clone(), |r| {
-        world::served_user_of(r).is_some_and(|u| names.contains(u))
+        r.served_user()
+            .and_then(crate::sip::message::uri_user)
+            .is_some_and(|u| names.contains(u))
     })
     .iter()
     .map(|r| r.stamp.seq)

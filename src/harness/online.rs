@@ -87,6 +87,40 @@ pub fn kind_named(name: &str) -> Option<RequestType> {
     }
 }
 
+/// The CC-Time a CH-2 session reports used cannot exceed how long it lasted
+/// on the harness's own clock (its first request to its last, plus a second
+/// for rounding): used units copied from the requested ones are caught.
+fn used_time_as_used(
+    stream: &Stream,
+    session_id: &str,
+    all: &[ChargingRecord],
+) -> Option<Violation> {
+    let records: Vec<OnlineRecord> = online_records(all.to_vec())
+        .into_iter()
+        .filter(|r| r.request.session_id == session_id)
+        .collect();
+    let (first, last) = (records.first()?, records.last()?);
+    let lasted = last.record.stamp.at.duration_since(first.record.stamp.at);
+    let used: u64 = records
+        .iter()
+        .flat_map(|r| r.request.credits.iter())
+        .filter_map(|c| c.used.as_ref().and_then(|u| u.time))
+        .map(u64::from)
+        .sum();
+    let bound = lasted.as_secs() + 1;
+    (used > bound).then(|| {
+        Violation::new(
+            &rules::ON_USED_UNITS_AS_USED,
+            format!("{} (CH-2 session {session_id})", stream.subject()),
+            format!("at most {bound} s of CC-Time used (the session lasted {lasted:?})"),
+            format!(
+                "{used} s reported used:\n{}",
+                records.iter().map(line).collect::<Vec<_>>().join("\n")
+            ),
+        )
+    })
+}
+
 /// The every-flow online rules on each of the streams' CH-2 sessions, as the
 /// Enabler's OCS kept them (requests with the answers they got).
 pub fn judge(streams: &[Stream], all: &[ChargingRecord], enabler: &Enabler) -> Vec<Violation> {
@@ -100,6 +134,7 @@ pub fn judge(streams: &[Stream], all: &[ChargingRecord], enabler: &Enabler) -> V
         let mut sessions: Vec<(String, usize)> = sessions.into_iter().collect();
         sessions.sort_by_key(|(_, first)| *first);
         for (id, _) in sessions {
+            out.extend(used_time_as_used(stream, &id, all));
             let Some(session) = enabler.ocs_session(&id) else {
                 continue;
             };

@@ -229,6 +229,11 @@ pub const ON_FINAL_UNITS_END_SESSION: Rule = sut(
     "6.3.3",
     "a final-unit indication with TERMINATE ends the session once the granted units are used: a BYE to every leg and a TerminationRequest",
 );
+pub const ON_USED_UNITS_AS_USED: Rule = sut(
+    "on.termination.used-units-as-used",
+    "6.3.3.7",
+    "the units reported used are the units used: over a CH-2 session, no more CC-Time than the session lasted (to the second)",
+);
 pub const ON_ONE_INITIAL: Rule = sut(
     "online.one-initial",
     "every flow",
@@ -338,6 +343,7 @@ pub const ALL: &[&Rule] = &[
     &ON_TERMINATION_ON_CLIENT_BYE,
     &ON_TERMINATION_ON_SERVER_BYE,
     &ON_FINAL_UNITS_END_SESSION,
+    &ON_USED_UNITS_AS_USED,
     &ON_ONE_INITIAL,
     &ON_AT_MOST_ONE_TERMINATION,
     &ON_REQUEST_NUMBERS,

@@ -65,9 +65,24 @@ async fn final_units(w: &mut World, user: String, seconds: u32) -> StepResult {
 
 #[when(regex = r"^the SUT ends the session once the granted units are used$")]
 async fn ended_by_final_units(w: &mut World) -> StepResult {
-    // The grant is short (a step scripted it); the SUT must end the session
-    // within it and the usual answer time.
-    let wait = w.profile().timers.sip_answer * 2;
+    // The grant is short (a step scripted it). The BYE must come before the
+    // SUT's inactivity timer could have sent one (counted from the session's
+    // answer, the last SIP it saw), or it proves nothing about final units.
+    let answered = w.sip_event(
+        &w.originator.clone().unwrap_or_default(),
+        false,
+        &SipWhat::Response {
+            status: 200,
+            method: rsip::Method::Invite,
+            reinvite: false,
+        },
+    );
+    let wait = match (w.profile().stimuli.inactivity_timer, answered) {
+        (Some(inactivity), Some(at)) => (at.at + inactivity)
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(std::time::Duration::from_millis(100)),
+        _ => w.profile().timers.sip_answer * 2,
+    };
     let parties: Vec<String> = [w.originator.clone(), w.recipient.clone()]
         .into_iter()
         .flatten()
@@ -143,6 +158,42 @@ async fn arrives(w: &mut World, kind: String) -> StepResult {
     let kind = kind_of(w, &kind)?;
     let rule = rule_requiring(w, kind);
     await_every_online(w, kind, rule).await
+}
+
+/// Server termination online: sending the BYE triggers the Termination, so
+/// it comes while the clients still hold their answers (6.3.3.7).
+#[then(
+    regex = r"^a CH-2 TerminationRequest arrives for every online function while they hold back their answers$"
+)]
+async fn termination_while_held(w: &mut World) -> StepResult {
+    let hold = w.profile().timers.hold_back;
+    for function in w.online_functions() {
+        let after = w
+            .online_marks
+            .get(&function)
+            .copied()
+            .unwrap_or(w.started_at);
+        match w
+            .wait_online(function, RequestType::Termination, after, hold)
+            .await
+        {
+            Some(r) => {
+                w.online_marks.insert(function, r.record.stamp);
+            }
+            None => {
+                let served = w.served_user(function).unwrap_or_default();
+                return Err(w.fail(
+                    &rules::ON_TERMINATION_ON_SERVER_BYE,
+                    format!("the {function} serving {served}"),
+                    format!(
+                        "a CH-2 TerminationRequest while the BYE's answers are held ({hold:?})"
+                    ),
+                    "none",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[then(regex = r"^no CH-2 (\w+) arrives$")]
