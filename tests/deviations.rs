@@ -199,7 +199,14 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
         }
         Deviation::CreditRequestNumberSkips => vec![by(&["ON-MOD-01"], "online.request-numbers")],
         Deviation::NoRequestedUnitsInInitial => vec![by(&["ON-INIT-01"], "online.units-requested")],
-        Deviation::SecondInitialOnReinvite => vec![by(&["ON-MOD-01"], "online.one-initial")],
+        Deviation::SecondInitialOnReinvite => vec![
+            by(&["ON-MOD-01"], "online.one-initial"),
+            by(&["ON-MOD-01"], "on.update.on-modification"),
+        ],
+        Deviation::NoCreditControl => {
+            vec![by(&["ON-INIT-01", "ON-INIT-02"], "on.initial.on-invite")]
+        }
+        Deviation::NoTerminationOnBye => vec![by(&["ON-TERM-01"], "on.termination.on-client-bye")],
         Deviation::InterimBeforeStart => {
             vec![by(&["OFF-INIT-01"], "off.session.start-first")]
         }

@@ -430,7 +430,13 @@ impl B2buaCore {
                 .collect(),
             None => Vec::new(),
         };
-        let credits: Vec<CreditControl> = match &self.config.online {
+        // Deviation: the server forgets online charging altogether.
+        let online = self
+            .config
+            .online
+            .as_ref()
+            .filter(|_| !self.has(Deviation::NoCreditControl));
+        let credits: Vec<CreditControl> = match online {
             Some(o) => o
                 .functions
                 .iter()
@@ -669,6 +675,7 @@ impl B2buaCore {
         let (local, transport) = (self.local, self.transport);
         let no_stop = self.has(Deviation::NoStopOnBye);
         let no_stop_on_server_bye = self.has(Deviation::NoStopOnServerBye);
+        let no_termination = self.has(Deviation::NoTerminationOnBye);
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -682,7 +689,9 @@ impl B2buaCore {
             charge(&mut self.actions, s, FunctionCharging::stop);
         }
         // 6.3.3.7 (client initiated): the TerminationRequest on the BYE.
-        terminate_credits(&mut self.actions, s, now, |_| true);
+        if !no_termination || was_server_terminating {
+            terminate_credits(&mut self.actions, s, now, |_| true);
+        }
         if was_server_terminating {
             return;
         }
@@ -1241,10 +1250,12 @@ impl B2buaCore {
         // Online: an open charging session is terminated (a failed
         // attempt debits nothing); one whose InitialRequest is unanswered
         // waits for it.
+        // Deviation no_termination_on_bye: the safety net forgets too.
+        let uncharged = self.has(Deviation::NoTerminationOnBye) && s.phase == Phase::Ended;
         for mut c in std::mem::take(&mut s.credits) {
             if c.state == CreditState::New && c.is_pending() {
                 self.orphans.push((id, c));
-            } else if let Some(request) = c.termination(now) {
+            } else if !uncharged && let Some(request) = c.termination(now) {
                 credit(&mut self.actions, id, &c, request);
             }
         }
@@ -2016,6 +2027,22 @@ mod tests {
         assert_eq!((t.request_number, used(&t)), (1, Some(30)));
         assert_eq!(t.reporting_reason(), Some(ReportingReason::Final));
         assert_eq!(t.requested_units(), None);
+
+        // Deviation no_termination_on_bye: the BYE goes on, uncharged.
+        let mut b = online(
+            vec![Deviation::NoTerminationOnBye],
+            FailureHandlingMode::Terminate,
+        );
+        let (legs, _) = online_establish(&mut b, t0, 60, false);
+        b.handle_sip(incoming(in_dialog(&legs, "BYE", true, 2)), t1);
+        let actions = drain(&mut b);
+        assert_eq!(shape(&actions), ["respond 200", "request BYE"]);
+        let byes = requests(&actions);
+        b.handle_sip(answer(&byes[0].0, &byes[0].1, 200, "bob"), t1);
+        assert!(
+            ch2(&drain(&mut b)).is_empty(),
+            "nor when the far end answers"
+        );
     }
 
     #[test]

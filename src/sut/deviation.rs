@@ -108,11 +108,16 @@ pub enum Deviation {
     NoRequestedUnitsInInitial,
     /// A re-INVITE is charged with a second InitialRequest instead of an UpdateRequest.
     SecondInitialOnReinvite,
+    /// No online charging at all: the INVITE is forwarded with no
+    /// InitialRequest, and nothing is charged on CH-2.
+    NoCreditControl,
+    /// No TerminationRequest on a client's BYE.
+    NoTerminationOnBye,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 45] = [
+    pub const ALL: [Deviation; 47] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -158,6 +163,8 @@ impl Deviation {
         Self::CreditRequestNumberSkips,
         Self::NoRequestedUnitsInInitial,
         Self::SecondInitialOnReinvite,
+        Self::NoCreditControl,
+        Self::NoTerminationOnBye,
     ];
 
     /// The name used in configs and on the command line.
@@ -208,6 +215,8 @@ impl Deviation {
             Self::CreditRequestNumberSkips => "credit_request_number_skips",
             Self::NoRequestedUnitsInInitial => "no_requested_units_in_initial",
             Self::SecondInitialOnReinvite => "second_initial_on_reinvite",
+            Self::NoCreditControl => "no_credit_control",
+            Self::NoTerminationOnBye => "no_termination_on_bye",
         }
     }
 
@@ -306,6 +315,12 @@ impl Deviation {
             Self::NoRequestedUnitsInInitial => "all online flows: Initial and Update ask for units",
             Self::SecondInitialOnReinvite => {
                 "all online flows: exactly one Initial per charging session"
+            }
+            Self::NoCreditControl => {
+                "6.3.3.1: each online function sends an InitialRequest on the INVITE"
+            }
+            Self::NoTerminationOnBye => {
+                "6.3.3.7: a client's BYE is charged with a TerminationRequest"
             }
         }
     }
