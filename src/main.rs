@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 every scenario passed (or is not applicable, or a known
 //! deviation); 1 a scenario failed, was inconclusive or hit a harness error,
-//! or a message belonged to no scenario; 2 the run could not start (bad
-//! profile, port in use, bad arguments, an output path that cannot be
-//! written, `--free-ports` with an external SUT); 130 / 143 the run was
+//! or a message belonged to no scenario (with `--baseline`: a pass was lost
+//! or a listed failure now passes); 2 the run could not start (bad profile,
+//! a baseline that cannot be read or parsed, port in use, bad arguments, an
+//! output path that cannot be written, `--free-ports` with an external SUT);
+//! 3 no SUT connected to the Charging Enabler; 130 / 143 the run was
 //! stopped by SIGINT / SIGTERM (the summary holds what finished, marked
 //! `"interrupted": true`).
 //!
