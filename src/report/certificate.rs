@@ -429,3 +429,122 @@ impl Certificate {
         out
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+mod tests {
+    use super::*;
+    use crate::harness::verdict::{ScenarioResult, Verdict};
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("cpmcc-cert-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_features_hash_covers_paths_and_contents_in_a_stable_order() {
+        let dir = scratch("hash");
+        std::fs::write(dir.join("a.feature"), "Feature: a\n").unwrap();
+        std::fs::write(dir.join("sub/b.feature"), "Feature: b\n").unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a feature").unwrap();
+        let profile = dir.join("p.yaml");
+        std::fs::write(&profile, "name: x\n").unwrap();
+        let first = Hashes::of(&dir, &profile);
+        assert_eq!(first.feature_files, 2);
+        assert_eq!(first.features_sha256.len(), 64);
+        // SHA-256("name: x\n")
+        assert_eq!(first.profile_sha256, hex(&Sha256::digest(b"name: x\n")));
+        assert_eq!(
+            Hashes::of(&dir, &profile).features_sha256,
+            first.features_sha256
+        );
+        std::fs::write(dir.join("notes.txt"), "changed").unwrap();
+        assert_eq!(
+            Hashes::of(&dir, &profile).features_sha256,
+            first.features_sha256
+        );
+        std::fs::rename(dir.join("sub/b.feature"), dir.join("sub/c.feature")).unwrap();
+        let renamed = Hashes::of(&dir, &profile);
+        assert_ne!(
+            renamed.features_sha256, first.features_sha256,
+            "paths count"
+        );
+        let missing = Hashes::of(&dir.join("nowhere"), &dir.join("none.yaml"));
+        assert!(missing.features_sha256.starts_with("unavailable: "));
+        assert!(missing.profile_sha256.starts_with("unavailable: "));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_markdown_has_a_table_per_clause_and_keeps_cells_whole() {
+        let profile = SutProfile::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/sut/reference.yaml"
+        )))
+        .unwrap();
+        let result = |clause: &str, tp: &str, verdict, known: Option<&str>| ScenarioResult {
+            feature: "f".into(),
+            clause: clause.into(),
+            test_purpose: tp.into(),
+            scenario: "a | b\r\n".into(),
+            verdict,
+            detail: None,
+            rules: vec![],
+            served_users: vec![],
+            known_deviation: known.map(Into::into),
+            warnings: vec![],
+            duration: std::time::Duration::ZERO,
+        };
+        let summary = Summary {
+            results: vec![
+                result("6.2.3.1", "OFF-INIT-01", Verdict::Pass, None),
+                result("6.2.3.7", "OFF-TERM-01", Verdict::Fail, Some("ticket 7")),
+            ],
+            ..Summary::default()
+        };
+        let identity = Identity {
+            cpmcc: Tool::current(),
+            profile: profile.name.clone(),
+            profile_file: "p.yaml".into(),
+            sut: vec![],
+            hashes: Hashes {
+                features_sha256: "f".repeat(64),
+                feature_files: 1,
+                profile_sha256: "0".repeat(64),
+            },
+            started: "2026-12-02T13:15:00Z".into(),
+            ended: "2026-12-02T13:15:04Z".into(),
+        };
+        let gate = Gate {
+            result: "pass",
+            exit_code: 0,
+            against_baseline: false,
+        };
+        let cert = Certificate::new(identity, &profile, &summary, gate);
+        assert_eq!(cert.clauses.len(), 2);
+        assert_eq!(
+            cert.clauses["6.2.3.7"][0].verdict,
+            BaselineVerdict::KnownDeviation
+        );
+        assert_eq!(cert.known_deviations[0].reason, "ticket 7");
+        let md = cert.to_markdown();
+        assert!(
+            md.contains("## 6.2.3.1") && md.contains("## 6.2.3.7"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| OFF-INIT-01 | a \\| b\\r\\n | pass |"),
+            "{md}"
+        );
+        assert!(md.contains("## Known deviations"), "{md}");
+        assert!(
+            md.contains("| OFF-TERM-01 | a \\| b\\r\\n | known-deviation | ticket 7 |"),
+            "{md}"
+        );
+        assert!(md.contains("(no CER received)"), "{md}");
+        let git = &cert.identity.cpmcc.git_commit;
+        assert!(git == "unknown" || git.len() == 40, "{git}");
+    }
+}
