@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 every scenario passed (or is not applicable, or a known
 //! deviation); 1 a scenario failed, was inconclusive or hit a harness error,
-//! or a message belonged to no scenario; 2 the run could not start (bad
-//! profile, port in use, bad arguments, an output path that cannot be
-//! written, `--free-ports` with an external SUT); 130 / 143 the run was
+//! or a message belonged to no scenario (with `--baseline`: a pass was lost
+//! or a listed failure now passes); 2 the run could not start (bad profile,
+//! a baseline that cannot be read or parsed, port in use, bad arguments, an
+//! output path that cannot be written, `--free-ports` with an external SUT);
+//! 3 no SUT connected to the Charging Enabler; 130 / 143 the run was
 //! stopped by SIGINT / SIGTERM (the summary holds what finished, marked
 //! `"interrupted": true`).
 //!
@@ -23,7 +25,9 @@ use clap::{Args, Parser, Subcommand};
 
 use cpmcc::harness::{self, Listening, RunHooks, RunOptions};
 use cpmcc::profile::SutProfile;
+use cpmcc::report::baseline::{Baseline, Comparison};
 use cpmcc::report::catalog;
+use cpmcc::report::certificate::{self, Certificate, Gate, Hashes, Identity};
 use cpmcc::report::run_dir::{self, RunDir};
 use cpmcc::report::sanitize::escape;
 use cpmcc::sut::{self, Deviation, SutConfig};
@@ -104,6 +108,14 @@ struct RunArgs {
     /// [default: DIR/<run-id>/cucumber.json].
     #[arg(long)]
     cucumber_json: Option<PathBuf>,
+    /// Compare the run with a baseline (JSON, or YAML for .yaml/.yml): the gate
+    /// then fails only on change (a pass lost, a listed failure now passing).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Record this run's per-scenario verdicts as a baseline (JSON, or YAML
+    /// for .yaml/.yml).
+    #[arg(long, value_name = "FILE")]
+    write_baseline: Option<PathBuf>,
 }
 
 /// The four reports of a run, and the run folder if any of them goes there.
@@ -253,14 +265,47 @@ fn tmp_of(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The summary, written whole to a temporary name, then renamed: never half
-/// a report.
-fn write_summary(path: &Path, summary: &harness::verdict::Summary) -> anyhow::Result<()> {
-    let json = serde_json::to_string_pretty(summary)?;
+/// A report, written whole to a temporary name, then renamed: never half a
+/// report.
+fn write_whole(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = tmp_of(path);
-    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// summary.json: the summary, the gate, the comparison with a baseline and
+/// the identity block certificate.json has too.
+#[derive(serde::Serialize)]
+struct SummaryFile<'a> {
+    #[serde(flatten)]
+    summary: &'a harness::verdict::Summary,
+    /// `pass`, `fail` or `interrupted`.
+    gate: &'static str,
+    exit_code: u8,
+    /// With `--baseline`: what changed against it.
+    baseline: Option<&'a Comparison>,
+    identity: &'a Identity,
+}
+
+/// Refuses a baseline path to write that cannot be written, before anything
+/// runs; unlike a report, a baseline there is kept until this run replaces it.
+fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let refuse = |why: String| anyhow::anyhow!("cannot write baseline {}: {why}", path.display());
+    if path.is_dir() {
+        return Err(refuse("it is a directory".into()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| refuse(e.to_string()))?;
+    }
+    let probe = tmp_of(path);
+    std::fs::write(&probe, b"").map_err(|e| refuse(e.to_string()))?;
+    std::fs::remove_file(&probe).map_err(|e| refuse(e.to_string()))?;
+    Ok(())
+}
+
+fn utc_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// Resolves to the number of the first SIGINT or SIGTERM; a second one ends
@@ -302,9 +347,18 @@ fn list(features: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let started = utc_now();
     let outputs = Outputs::prepare(&args)?;
     let profile_path = locate(&args.profile);
     let profile = SutProfile::load(&profile_path)?;
+    // A baseline that cannot be used stops the run before it starts.
+    let baseline = match &args.baseline {
+        Some(path) => Some(Baseline::load(path)?),
+        None => None,
+    };
+    if let Some(path) = &args.write_baseline {
+        check_writable(path)?;
+    }
     let deviations = args
         .deviations
         .iter()
@@ -333,7 +387,15 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let caught = caught.clone();
         Box::pin(async move { caught.set(Some(signal.await)) })
     };
+    let connections = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let features = locate(&args.features);
+    let hashes = Hashes::of(&features, &profile_path);
+    let tool = certificate::Tool::current();
     let hooks = RunHooks {
+        on_sut_connections: Some(Box::new({
+            let connections = connections.clone();
+            move |all| *connections.borrow_mut() = all
+        })),
         on_listening: Some(Box::new(|at: Listening| {
             eprintln!(
                 "cpmcc: listening: sip={} transport={} diameter={}",
@@ -344,8 +406,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let summary = match harness::run_with(
         RunOptions {
-            profile,
-            features: locate(&args.features),
+            profile: profile.clone(),
+            features,
             tags: args.tags,
             concurrency: args.concurrency,
             free_ports: args.free_ports,
@@ -367,21 +429,105 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    let ended = utc_now();
     print!("{}", summary.render());
-    write_summary(&outputs.summary, &summary)?;
+
+    // The gate: unchanged without a baseline; with one, only change fails
+    // (an interrupted run, an empty one or a stray still fail it: the
+    // baseline holds verdicts of scenarios, nothing else).
+    let comparison = baseline.map(|b| Comparison {
+        file: args
+            .baseline
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        ..b.compare(&summary.results)
+    });
+    let passed = match &comparison {
+        None => summary.passed(),
+        Some(c) => {
+            !summary.interrupted
+                && !summary.results.is_empty()
+                && summary.strays.is_empty()
+                && summary.strays_total == 0
+                && c.passed()
+        }
+    };
+    let (gate, exit_code) = match caught.get() {
+        Some(signal) => ("interrupted", 128 + signal),
+        None if passed => ("pass", 0),
+        None => ("fail", 1),
+    };
+    if let Some(c) = &comparison {
+        print!("{}", c.render());
+        println!(
+            "gate against the baseline: {} (exit {exit_code})",
+            gate.to_uppercase()
+        );
+    }
+
+    let identity = Identity {
+        cpmcc: tool,
+        profile: escape(&profile.name),
+        profile_file: profile_path.display().to_string(),
+        sut: certificate::peers(&connections.borrow()),
+        hashes,
+        started,
+        ended,
+    };
+    let file = SummaryFile {
+        summary: &summary,
+        gate,
+        exit_code,
+        baseline: comparison.as_ref(),
+        identity: &identity,
+    };
+    write_whole(&outputs.summary, &serde_json::to_string_pretty(&file)?)?;
     if let Some(dir) = &outputs.run_dir {
+        let cert = Certificate::new(
+            identity,
+            &profile,
+            &summary,
+            Gate {
+                result: gate,
+                exit_code,
+                against_baseline: comparison.is_some(),
+            },
+        );
+        write_whole(
+            &dir.path.join(CERTIFICATE_JSON),
+            &serde_json::to_string_pretty(&cert)?,
+        )?;
+        write_whole(&dir.path.join(CERTIFICATE_MD), &cert.to_markdown())?;
         eprintln!(
             "cpmcc: reports in {} ({} points there)",
             dir.path.display(),
             args.reports.join(run_dir::LATEST).display()
         );
     }
-    Ok(match caught.get() {
-        Some(signal) => ExitCode::from(128 + signal),
-        None if summary.passed() => ExitCode::SUCCESS,
-        None => ExitCode::from(1),
-    })
+    if let Some(path) = &args.write_baseline {
+        if summary.interrupted {
+            eprintln!(
+                "cpmcc: baseline {} not written: the run was interrupted",
+                path.display()
+            );
+        } else {
+            let written = Baseline::of(&profile.name, &summary.results);
+            write_whole(path, &written.to_text(path))
+                .with_context(|| format!("cannot write baseline {}", path.display()))?;
+            eprintln!(
+                "cpmcc: baseline of {} scenario(s) written to {}",
+                written.scenarios.len(),
+                path.display()
+            );
+        }
+    }
+    Ok(ExitCode::from(exit_code))
 }
+
+/// The certificate of a run, in its run folder.
+const CERTIFICATE_JSON: &str = "certificate.json";
+const CERTIFICATE_MD: &str = "certificate.md";
 
 async fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     let config = SutConfig::load(config)?;

@@ -258,3 +258,222 @@ fn list_json_has_one_entry_per_test_purpose() {
     assert!(text(&o).contains("bad.feature"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_written_baseline_round_trips_and_a_lost_pass_is_a_regression() {
+    let dir = scratch("baseline");
+    // YAML by its name; the run that writes it passes as before.
+    let o = short_run(&dir, &["--write-baseline", "base/clean.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let written = std::fs::read_to_string(dir.join("base/clean.yaml")).unwrap();
+    assert!(written.contains("cpmcc_baseline: 1"), "{written}");
+    assert!(written.contains("test_purpose: OFF-INIT-01"), "{written}");
+    assert!(written.contains("verdict: pass"), "{written}");
+
+    // The same run against it: nothing changed, the gate passes.
+    let o = short_run(
+        &dir,
+        &[
+            "--baseline",
+            "base/clean.yaml",
+            "--write-baseline",
+            "again.json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 unchanged, 0 regressed"),
+        "{}",
+        text(&o)
+    );
+    let summary = read_json(&dir.join("reports/latest/summary.json"));
+    assert_eq!(summary["gate"], "pass", "{summary}");
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["baseline"]["unchanged"], 1, "{summary}");
+    // The JSON form holds the same verdicts.
+    let again = read_json(&dir.join("again.json"));
+    assert_eq!(again["cpmcc_baseline"], 1);
+    assert_eq!(again["scenarios"][0]["test_purpose"], "OFF-INIT-01");
+    assert_eq!(again["scenarios"][0]["verdict"], "pass");
+
+    // A SUT that starts charging too early: OFF-INIT-01 regressed.
+    let o = short_run(
+        &dir,
+        &[
+            "--baseline",
+            "base/clean.yaml",
+            "--deviation",
+            "start_before_answer",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("REGRESSED") && l.contains("OFF-INIT-01")),
+        "{out}"
+    );
+    assert!(
+        out.contains("gate against the baseline: FAIL (exit 1)"),
+        "{out}"
+    );
+    let summary = read_json(&dir.join("reports/latest/summary.json"));
+    assert_eq!(summary["gate"], "fail");
+    assert_eq!(summary["exit_code"], 1);
+    let regressions = summary["baseline"]["regressions"].as_array().unwrap();
+    assert_eq!(regressions.len(), 1, "{summary}");
+    assert_eq!(regressions[0]["test_purpose"], "OFF-INIT-01");
+    assert_eq!(regressions[0]["baseline"], "pass");
+    assert_eq!(regressions[0]["now"], "fail");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_listed_failure_that_now_passes_fails_the_gate_and_a_bad_baseline_stops_the_run() {
+    let dir = scratch("baseline-fixed");
+    std::fs::write(
+        dir.join("known.json"),
+        r#"{
+  "cpmcc_baseline": 1,
+  "scenarios": [
+    { "test_purpose": "OFF-INIT-01",
+      "scenario": "The recipient's 200 OK starts offline charging",
+      "verdict": "fail" },
+    { "test_purpose": "OFF-GONE-01", "scenario": "no longer there", "verdict": "pass" }
+  ]
+}"#,
+    )
+    .unwrap();
+    let o = short_run(&dir, &["--baseline", "known.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("NOW PASSES") && l.contains("OFF-INIT-01")),
+        "{out}"
+    );
+    // Removed scenarios are listed, not failures.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("removed") && l.contains("OFF-GONE-01")),
+        "{out}"
+    );
+    let summary = read_json(&dir.join("reports/latest/summary.json"));
+    assert_eq!(
+        summary["baseline"]["now_passing"][0]["test_purpose"],
+        "OFF-INIT-01"
+    );
+    assert_eq!(
+        summary["baseline"]["removed"][0]["test_purpose"],
+        "OFF-GONE-01"
+    );
+    assert!(
+        summary["baseline"]["regressions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // A baseline that does not parse, or is not there: exit 2 before the
+    // run, naming the file and why.
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"cpmcc_baseline": 1, "scenarios": [{"#,
+    )
+    .unwrap();
+    let o = short_run(&dir, &["--baseline", "bad.json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("baseline bad.json does not parse"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains("listening"),
+        "the run never started: {}",
+        text(&o)
+    );
+    std::fs::write(
+        dir.join("bad.yml"),
+        "cpmcc_baseline: 1\nscenarios:\n  - test_purpose: X\n    scenario: y\n    verdict: passed\n",
+    )
+    .unwrap();
+    let o = short_run(&dir, &["--baseline", "bad.yml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.yml") && text(&o).contains("scenarios[0].verdict"),
+        "{}",
+        text(&o)
+    );
+    let o = short_run(&dir, &["--baseline", "missing.json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot read baseline missing.json"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn is_sha256(v: &serde_json::Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[test]
+fn the_certificate_names_the_sut_the_suite_and_the_verdicts_per_clause() {
+    let dir = scratch("certificate");
+    let o = short_run(&dir, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let run = dir.join("reports/latest");
+    let cert = read_json(&run.join("certificate.json"));
+    // The SUT as its CER named it.
+    let sut = &cert["sut"][0];
+    assert_eq!(sut["origin_host"], "cpm.sut.test", "{cert}");
+    assert!(
+        sut["product_name"].as_str().is_some_and(|p| !p.is_empty()),
+        "{cert}"
+    );
+    assert!(sut["vendor_id"].is_u64(), "{cert}");
+    assert_eq!(cert["profile"], "cpmcc reference CPM server");
+    assert!(cert["capabilities"]["offline"].is_array(), "{cert}");
+    assert!(cert["capabilities"]["online"].is_null(), "{cert}");
+    // With what and when.
+    assert_eq!(cert["cpmcc"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(cert["cpmcc"]["git_commit"].is_string(), "{cert}");
+    assert!(is_sha256(&cert["hashes"]["features_sha256"]), "{cert}");
+    assert!(is_sha256(&cert["hashes"]["profile_sha256"]), "{cert}");
+    assert!(cert["hashes"]["feature_files"].as_u64().unwrap() > 0);
+    for at in ["started", "ended"] {
+        let t = cert[at].as_str().unwrap();
+        assert!(
+            t.len() == 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{at}: {t}"
+        );
+    }
+    // Verdicts per clause, and the gate.
+    let clause = cert["clauses"]["6.2.3.1"].as_array().unwrap();
+    assert_eq!(clause.len(), 1, "{cert}");
+    assert_eq!(clause[0]["test_purpose"], "OFF-INIT-01");
+    assert_eq!(clause[0]["verdict"], "pass");
+    assert_eq!(cert["gate"]["result"], "pass");
+    assert_eq!(cert["gate"]["exit_code"], 0);
+    // The summary has the same identity block, the gate and the exit code.
+    let summary = read_json(&run.join("summary.json"));
+    assert_eq!(summary["gate"], "pass");
+    assert_eq!(summary["exit_code"], 0);
+    assert!(summary["baseline"].is_null());
+    for key in ["sut", "hashes", "cpmcc", "started", "ended", "profile"] {
+        assert_eq!(summary["identity"][key], cert[key], "{key}");
+    }
+    let md = std::fs::read_to_string(run.join("certificate.md")).unwrap();
+    assert!(md.contains("## 6.2.3.1"), "{md}");
+    assert!(md.contains("| OFF-INIT-01 |"), "{md}");
+    assert!(md.contains("cpm.sut.test"), "{md}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

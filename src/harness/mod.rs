@@ -146,6 +146,9 @@ pub struct RunHooks {
     /// dropped, and the summary holds those that finished, marked
     /// `interrupted`.
     pub stop: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+    /// Called once the scenarios are done, with the SUT's Diameter
+    /// connections (their CER identities), for the run's certificate.
+    pub on_sut_connections: Option<Box<dyn FnOnce(Vec<crate::charging::enabler::ConnectionInfo>)>>,
 }
 
 impl std::fmt::Debug for RunHooks {
@@ -153,6 +156,7 @@ impl std::fmt::Debug for RunHooks {
         f.debug_struct("RunHooks")
             .field("on_listening", &self.on_listening.is_some())
             .field("stop", &self.stop.is_some())
+            .field("on_sut_connections", &self.on_sut_connections.is_some())
             .finish()
     }
 }
@@ -414,6 +418,9 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
     }
     agent.shutdown().await;
     outcome?;
+    if let Some(on_sut_connections) = hooks.on_sut_connections {
+        on_sut_connections(enabler.connections());
+    }
     let ordering = profile
         .offline()
         .map(|o| format!("{:?}", o.ordering).to_lowercase())

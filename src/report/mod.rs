@@ -1,9 +1,13 @@
 //! Turning what the harness saw into what it writes: text from the wire made
 //! safe to print ([`sanitize`]), the bounded record of messages that
 //! belonged to no scenario ([`strays`]), one folder per run
-//! ([`run_dir`]) and the catalogue of test purposes ([`catalog`]).
+//! ([`run_dir`]), the catalogue of test purposes ([`catalog`]), baselines
+//! to compare runs against ([`baseline`]) and the run's certificate
+//! ([`certificate`]).
 
+pub mod baseline;
 pub mod catalog;
+pub mod certificate;
 pub mod run_dir;
 pub mod sanitize;
 pub mod strays;
