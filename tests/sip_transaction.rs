@@ -853,3 +853,52 @@ fn a_request_for_nobody_can_be_answered_and_forgotten() {
     );
     assert_eq!(drain(&mut l).len(), 1, "the 200 again");
 }
+
+#[test]
+fn an_invite_the_tu_leaves_unanswered_for_200_ms_gets_100_trying_once() {
+    for kind in [TransportKind::Udp, TransportKind::Tcp] {
+        let mut l = TransactionLayer::new(Timers::default());
+        let t0 = Instant::now();
+        let inv = request("INVITE", "z9hG4bKtry", 1, kind);
+        let key = new_key(&receive(&mut l, &inv, kind, t0));
+        drain(&mut l);
+        l.handle_timeout(t0 + Duration::from_millis(199));
+        assert!(drain(&mut l).is_empty(), "{kind:?}: not before 200 ms");
+        l.handle_timeout(t0 + Duration::from_millis(200));
+        let out = drain(&mut l);
+        assert_eq!(out.len(), 1, "{kind:?}");
+        assert_eq!(as_response(&out[0].1).status_code.code(), 100);
+        assert!(
+            cpmcc::sip::message::to_tag(as_response(&out[0].1)).is_none(),
+            "a 100 carries no To tag"
+        );
+        // Once only; a retransmitted INVITE gets it again.
+        l.handle_timeout(t0 + Duration::from_secs(2));
+        assert!(drain(&mut l).is_empty());
+        assert!(receive(&mut l, &inv, kind, t0 + Duration::from_secs(2)).is_empty());
+        let again = drain(&mut l);
+        assert_eq!(again.len(), 1);
+        assert_eq!(as_response(&again[0].1).status_code.code(), 100);
+        // The TU's own answers still go out.
+        l.send_response(&key, response_to(&inv, 180.into(), Some("btag")), t0)
+            .unwrap();
+        assert_eq!(as_response(&drain(&mut l)[0].1).status_code.code(), 180);
+    }
+}
+
+#[test]
+fn an_invite_the_tu_answers_in_time_gets_no_100_trying() {
+    let mut l = TransactionLayer::new(Timers::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKtry2", 1, TransportKind::Udp);
+    let key = new_key(&receive(&mut l, &inv, TransportKind::Udp, t0));
+    l.send_response(
+        &key,
+        response_to(&inv, 180.into(), Some("btag")),
+        t0 + Duration::from_millis(50),
+    )
+    .unwrap();
+    drain(&mut l);
+    l.handle_timeout(t0 + Duration::from_millis(300));
+    assert!(drain(&mut l).is_empty());
+}

@@ -374,15 +374,27 @@ struct ServerTx {
     timeout_at: Option<Instant>,
     /// Timer I / J / L: end.
     end_at: Option<Instant>,
+    /// INVITE: the 100 (Trying) sent if the TU has not answered by then
+    /// (RFC 3261 17.2.1: within 200 ms), so that the client's Timer B
+    /// stops while a test user or a server takes its time.
+    trying: Option<(Instant, rsip::Response)>,
     /// This transaction's entry in the timer queue.
     armed: Option<Slot>,
 }
 
 impl ServerTx {
     fn next_deadline(&self) -> Option<Instant> {
+        let trying = self.trying.as_ref().map(|(at, _)| *at);
         earliest(self.retransmit_at, self.timeout_at, self.end_at)
+            .into_iter()
+            .chain(trying)
+            .min()
     }
 }
+
+/// How long an INVITE server transaction waits for its TU before it answers
+/// 100 (Trying) itself (RFC 3261 17.2.1).
+const TRYING_AFTER: Duration = Duration::from_millis(200);
 
 /// A place in the timer queue: the deadline, then the order of arming, so
 /// that two transactions due at the same instant fire in the order they were
@@ -541,6 +553,8 @@ impl TransactionLayer {
             }
         }
         let unreliable = !tx.source.transport.reliable();
+        // The TU answered: no 100 (Trying) of the layer's own.
+        tx.trying = None;
         if status < 200 {
             tx.state = ServerState::Proceeding;
         } else if tx.invite && status < 300 {
@@ -738,6 +752,7 @@ impl TransactionLayer {
                 } else {
                     now + t64
                 }),
+                trying: None,
                 armed: None,
             },
         );
@@ -842,6 +857,12 @@ impl TransactionLayer {
                 timeout_at: None,
                 // A TU that never answers a non-INVITE must not leak it.
                 end_at: (!invite).then(|| now + t64 * 4),
+                trying: invite.then(|| {
+                    (
+                        now + TRYING_AFTER,
+                        response_to(&request, rsip::StatusCode::Trying, None),
+                    )
+                }),
                 armed: None,
             },
         );
@@ -1093,6 +1114,15 @@ impl TransactionLayer {
             return;
         };
         tx.armed = None;
+        if let Some((at, _)) = &tx.trying
+            && *at <= now
+            && let Some((_, trying)) = tx.trying.take()
+        {
+            // Kept as the last response: a retransmitted INVITE gets it again.
+            self.transmits
+                .push_back((tx.source, rsip::SipMessage::from(trying.clone())));
+            tx.last_response = Some(trying);
+        }
         while let Some(at) = tx.retransmit_at
             && at <= now
         {
