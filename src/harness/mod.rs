@@ -232,29 +232,29 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
 
     // The Charging Enabler first: the SUT connects to it as it starts.
     let diameter = free(profile.harness.diameter.listen, options.free_ports);
-    let enabler = Enabler::bind_recorded(
-        EnablerConfig {
-            listen: diameter,
-            identity: LocalIdentity::charging_server(
-                &profile.harness.origin_host,
-                &profile.harness.origin_realm,
-                profile
-                    .harness
-                    .diameter
-                    .advertise
-                    .filter(|_| !options.free_ports)
-                    .unwrap_or(reachable(diameter))
-                    .ip(),
-            ),
-            watchdog_interval: Duration::from_secs(30),
-        },
-        hooks.recorder.clone(),
-    )
-    .await
-    .map_err(|e| RunError::Enabler {
-        address: diameter,
-        reason: e.to_string(),
-    })?;
+    // Only the harness's own sockets are recorded, never the SUT's.
+    let recorder = hooks.recorder;
+    let enabler_config = EnablerConfig {
+        listen: diameter,
+        identity: LocalIdentity::charging_server(
+            &profile.harness.origin_host,
+            &profile.harness.origin_realm,
+            profile
+                .harness
+                .diameter
+                .advertise
+                .filter(|_| !options.free_ports)
+                .unwrap_or(reachable(diameter))
+                .ip(),
+        ),
+        watchdog_interval: Duration::from_secs(30),
+    };
+    let enabler = Enabler::bind_recorded(enabler_config, recorder.clone())
+        .await
+        .map_err(|e| RunError::Enabler {
+            address: diameter,
+            reason: e.to_string(),
+        })?;
 
     let transport = kind(profile.sut.sip.transport);
     let sip = free(profile.harness.sip.listen, options.free_ports);
@@ -264,18 +264,12 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
         .sip
         .advertise
         .filter(|_| !options.free_ports);
-    let agent = Agent::bind_recorded(
-        sip,
-        advertise,
-        transport,
-        &profile.sut.domain,
-        hooks.recorder.clone(),
-    )
-    .await
-    .map_err(|e| RunError::Agent {
-        address: sip,
-        reason: e.to_string(),
-    })?;
+    let agent = Agent::bind_recorded(sip, advertise, transport, &profile.sut.domain, recorder)
+        .await
+        .map_err(|e| RunError::Agent {
+            address: sip,
+            reason: e.to_string(),
+        })?;
 
     if let Some(on_listening) = hooks.on_listening {
         on_listening(Listening {
