@@ -26,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 use cpmcc::harness::{self, Listening, RunHooks, RunOptions};
 use cpmcc::profile::SutProfile;
 use cpmcc::report::baseline::{Baseline, Comparison};
+use cpmcc::report::capture::{self, WireRecorder};
 use cpmcc::report::catalog;
 use cpmcc::report::certificate::{self, Certificate, Gate, Hashes, Identity};
 use cpmcc::report::run_dir::{self, RunDir};
@@ -116,6 +117,10 @@ struct RunArgs {
     /// for .yaml/.yml).
     #[arg(long, value_name = "FILE")]
     write_baseline: Option<PathBuf>,
+    /// Do not record the run's SIP and Diameter messages into
+    /// DIR/<run-id>/capture.pcap.
+    #[arg(long)]
+    no_capture: bool,
 }
 
 /// The four reports of a run, and the run folder if any of them goes there.
@@ -391,7 +396,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let features = locate(&args.features);
     let hashes = Hashes::of(&features, &profile_path);
     let tool = certificate::Tool::current();
+    // The capture goes into the run folder: without one, there is none.
+    let recorder = (!args.no_capture && outputs.run_dir.is_some()).then(WireRecorder::default);
     let hooks = RunHooks {
+        recorder: recorder.clone(),
         on_sut_connections: Some(Box::new({
             let connections = connections.clone();
             move |all| *connections.borrow_mut() = all
@@ -404,7 +412,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })),
         stop: Some(stop),
     };
-    let summary = match harness::run_with(
+    let summary = harness::run_with(
         RunOptions {
             profile: profile.clone(),
             features,
@@ -418,8 +426,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         hooks,
     )
-    .await
-    {
+    .await;
+    // Whatever became of the run (interrupted, or no SUT at all), what was
+    // recorded is written.
+    if let (Some(recorder), Some(dir)) = (&recorder, &outputs.run_dir) {
+        write_capture(recorder, &dir.path.join(capture::FILE_NAME));
+    }
+    let summary = match summary {
         Ok(summary) => summary,
         // The SUT is not there at all: its own exit code, so a CI job can
         // tell "the SUT is broken" from "the SUT was never reached".
@@ -523,6 +536,26 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(exit_code))
+}
+
+/// Writes what `recorder` holds as a pcap file at `path`; a capture that
+/// cannot be written is a warning, not a failed run.
+fn write_capture(recorder: &WireRecorder, path: &Path) {
+    let recorded = recorder.take();
+    let tmp = tmp_of(path);
+    let written = std::fs::write(&tmp, capture::to_pcap(&recorded.events))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    match written {
+        Ok(()) if recorded.dropped_events > 0 => eprintln!(
+            "cpmcc: {}: {} message(s) recorded, {} more ({} bytes) dropped past the capture's limit",
+            path.display(),
+            recorded.events.len(),
+            recorded.dropped_events,
+            recorded.dropped_bytes
+        ),
+        Ok(()) => {}
+        Err(e) => eprintln!("cpmcc: warning: cannot write {}: {e}", path.display()),
+    }
 }
 
 /// The certificate of a run, in its run folder.

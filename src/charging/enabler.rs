@@ -50,6 +50,7 @@ use crate::diameter::{
     Avp, CloseReason, LocalIdentity, Message, Peer, PeerConfig, PeerEvent, PeerHandle,
     RemoteIdentity, Role, app, code, command, error_answer, result, transport,
 };
+use crate::report::capture::WireRecorder;
 use crate::timeline::{Stamp, stamp};
 
 use super::ch1::{Ch1Request, RecordType};
@@ -453,6 +454,8 @@ struct Shared {
     local_addr: SocketAddr,
     identity: LocalIdentity,
     peer_config: PeerConfig,
+    /// Where every connection's bytes are recorded, if anywhere.
+    recorder: Option<WireRecorder>,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
 }
@@ -1109,7 +1112,7 @@ impl Shared {
             self.peer_config,
             Instant::now(),
         );
-        let (handle, mut events) = transport::spawn(stream, peer);
+        let (handle, mut events) = transport::spawn_recorded(stream, peer, self.recorder.clone());
         {
             let mut st = self.lock();
             st.connections.push(ConnectionInfo {
@@ -1166,6 +1169,15 @@ impl Shared {
 impl Enabler {
     /// Binds the listener and starts accepting SUT connections.
     pub async fn bind(config: EnablerConfig) -> Result<Enabler, EnablerError> {
+        Self::bind_recorded(config, None).await
+    }
+
+    /// [`Enabler::bind`], recording what every SUT connection's socket
+    /// reads and writes into `recorder`.
+    pub async fn bind_recorded(
+        config: EnablerConfig,
+        recorder: Option<WireRecorder>,
+    ) -> Result<Enabler, EnablerError> {
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -1185,6 +1197,7 @@ impl Enabler {
                 watchdog_interval: config.watchdog_interval,
                 ..PeerConfig::default()
             },
+            recorder,
             state: Mutex::new(State::default()),
             changed,
         });

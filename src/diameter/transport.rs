@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::{HEADER_LEN, Message};
 use super::disconnect_cause;
 use super::peer::{Peer, PeerError, PeerEvent, PeerState};
+use crate::report::capture::{Direction, WireRecorder, WireTransport};
 
 /// Largest message the frame decoder accepts.
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
@@ -206,12 +207,30 @@ impl PeerHandle {
 /// Runs `peer` over `stream` on a new task. Events other than answers to
 /// [`PeerHandle::request`] arrive on the receiver; the last is `Closed`.
 pub fn spawn(stream: TcpStream, peer: Peer) -> (PeerHandle, mpsc::UnboundedReceiver<PeerEvent>) {
+    spawn_recorded(stream, peer, None)
+}
+
+/// [`spawn`], recording every read from and write to `stream` into
+/// `recorder` (the bytes as they were, one event per call).
+pub fn spawn_recorded(
+    stream: TcpStream,
+    peer: Peer,
+    recorder: Option<WireRecorder>,
+) -> (PeerHandle, mpsc::UnboundedReceiver<PeerEvent>) {
     let peer_addr = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(drive(stream, peer, peer_addr, cmd_rx, ev_tx));
+    let recording = match (recorder, stream.local_addr()) {
+        (Some(recorder), Ok(local)) => Some(Recording {
+            recorder,
+            local,
+            remote: peer_addr,
+        }),
+        _ => None,
+    };
+    tokio::spawn(drive(stream, peer, peer_addr, cmd_rx, ev_tx, recording));
     (
         PeerHandle {
             tx: cmd_tx,
@@ -219,6 +238,22 @@ pub fn spawn(stream: TcpStream, peer: Peer) -> (PeerHandle, mpsc::UnboundedRecei
         },
         ev_rx,
     )
+}
+
+/// Where a connection's bytes are recorded, and on which addresses.
+struct Recording {
+    recorder: WireRecorder,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+impl Recording {
+    fn record(this: &Option<Self>, direction: Direction, bytes: &[u8]) {
+        if let Some(r) = this {
+            r.recorder
+                .record(direction, WireTransport::Tcp, r.local, r.remote, bytes);
+        }
+    }
 }
 
 struct Driver {
@@ -309,6 +344,7 @@ async fn drive(
     peer_addr: SocketAddr,
     mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<PeerEvent>,
+    recording: Option<Recording>,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let mut d = Driver {
@@ -330,6 +366,8 @@ async fn drive(
         if !out.is_empty() {
             if writer.write_all(&out).await.is_err() {
                 d.peer.handle_connection_lost();
+            } else {
+                Recording::record(&recording, Direction::Sent, &out);
             }
             out.clear();
         }
@@ -348,6 +386,7 @@ async fn drive(
             r = reader.read(&mut read_buf) => match r {
                 Ok(0) | Err(_) => d.peer.handle_connection_lost(),
                 Ok(n) => {
+                    Recording::record(&recording, Direction::Received, &read_buf[..n]);
                     decoder.push(&read_buf[..n]);
                     loop {
                         match decoder.next_frame() {
@@ -388,8 +427,8 @@ async fn drive(
     while let Some(m) = d.peer.poll_transmit() {
         m.encode_into(&mut out);
     }
-    if !out.is_empty() {
-        let _ = writer.write_all(&out).await;
+    if !out.is_empty() && writer.write_all(&out).await.is_ok() {
+        Recording::record(&recording, Direction::Sent, &out);
     }
     let _ = writer.shutdown().await;
     for (_, w) in d.waiting.drain() {
@@ -405,6 +444,7 @@ async fn drive(
             if n == 0 {
                 break;
             }
+            Recording::record(&recording, Direction::Received, &read_buf[..n]);
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;

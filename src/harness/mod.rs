@@ -149,6 +149,9 @@ pub struct RunHooks {
     /// Called once the scenarios are done, with the SUT's Diameter
     /// connections (their CER identities), for the run's certificate.
     pub on_sut_connections: Option<Box<dyn FnOnce(Vec<crate::charging::enabler::ConnectionInfo>)>>,
+    /// Records what the harness's own SIP and Diameter sockets send and
+    /// receive (never the embedded SUT's), for the run's `capture.pcap`.
+    pub recorder: Option<crate::report::capture::WireRecorder>,
 }
 
 impl std::fmt::Debug for RunHooks {
@@ -157,6 +160,7 @@ impl std::fmt::Debug for RunHooks {
             .field("on_listening", &self.on_listening.is_some())
             .field("stop", &self.stop.is_some())
             .field("on_sut_connections", &self.on_sut_connections.is_some())
+            .field("recorder", &self.recorder.is_some())
             .finish()
     }
 }
@@ -228,7 +232,9 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
 
     // The Charging Enabler first: the SUT connects to it as it starts.
     let diameter = free(profile.harness.diameter.listen, options.free_ports);
-    let enabler = Enabler::bind(EnablerConfig {
+    // Only the harness's own sockets are recorded, never the SUT's.
+    let recorder = hooks.recorder;
+    let enabler_config = EnablerConfig {
         listen: diameter,
         identity: LocalIdentity::charging_server(
             &profile.harness.origin_host,
@@ -242,12 +248,13 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                 .ip(),
         ),
         watchdog_interval: Duration::from_secs(30),
-    })
-    .await
-    .map_err(|e| RunError::Enabler {
-        address: diameter,
-        reason: e.to_string(),
-    })?;
+    };
+    let enabler = Enabler::bind_recorded(enabler_config, recorder.clone())
+        .await
+        .map_err(|e| RunError::Enabler {
+            address: diameter,
+            reason: e.to_string(),
+        })?;
 
     let transport = kind(profile.sut.sip.transport);
     let sip = free(profile.harness.sip.listen, options.free_ports);
@@ -257,7 +264,7 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
         .sip
         .advertise
         .filter(|_| !options.free_ports);
-    let agent = Agent::bind(sip, advertise, transport, &profile.sut.domain)
+    let agent = Agent::bind_recorded(sip, advertise, transport, &profile.sut.domain, recorder)
         .await
         .map_err(|e| RunError::Agent {
             address: sip,

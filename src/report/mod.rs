@@ -2,10 +2,11 @@
 //! safe to print ([`sanitize`]), the bounded record of messages that
 //! belonged to no scenario ([`strays`]), one folder per run
 //! ([`run_dir`]), the catalogue of test purposes ([`catalog`]), baselines
-//! to compare runs against ([`baseline`]) and the run's certificate
-//! ([`certificate`]).
+//! to compare runs against ([`baseline`]), the run's certificate
+//! ([`certificate`]) and its packet capture ([`capture`]).
 
 pub mod baseline;
+pub mod capture;
 pub mod catalog;
 pub mod certificate;
 pub mod run_dir;

@@ -20,6 +20,7 @@ use super::endpoint::{Endpoint, EndpointConfig, EndpointError};
 use super::message;
 use super::transaction::response_to;
 use super::transaction::{Target, Timers, TransportKind, TxEvent, TxKey};
+use crate::report::capture::WireRecorder;
 use crate::report::strays::StrayLog;
 use crate::timeline::{Stamp, stamp};
 
@@ -30,7 +31,9 @@ use crate::timeline::{Stamp, stamp};
 async fn bind_both(
     listen: SocketAddr,
     transport: TransportKind,
+    recorder: Option<WireRecorder>,
 ) -> Result<(Endpoint, mpsc::UnboundedReceiver<TxEvent>), EndpointError> {
+    let bind = |config| Endpoint::bind_recorded(config, recorder.clone());
     let only = |addr| EndpointConfig {
         udp: (transport == TransportKind::Udp).then_some(addr),
         tcp: (transport == TransportKind::Tcp).then_some(addr),
@@ -42,12 +45,10 @@ async fn bind_both(
             tcp: Some(listen),
             timers: Timers::default(),
         };
-        return match Endpoint::bind(both).await {
+        return match bind(both).await {
             Ok(bound) => Ok(bound),
             // The other transport is a convenience; the profile's is required.
-            Err(_) => Endpoint::bind(only(listen))
-                .await
-                .map_err(EndpointError::from),
+            Err(_) => bind(only(listen)).await.map_err(EndpointError::from),
         };
     }
     for _ in 0..5 {
@@ -61,13 +62,11 @@ async fn bind_both(
             tcp: Some(addr),
             timers: Timers::default(),
         };
-        if let Ok(bound) = Endpoint::bind(both).await {
+        if let Ok(bound) = bind(both).await {
             return Ok(bound);
         }
     }
-    Endpoint::bind(only(listen))
-        .await
-        .map_err(EndpointError::from)
+    bind(only(listen)).await.map_err(EndpointError::from)
 }
 
 /// Something that happened to a test user, stamped on the harness timeline.
@@ -112,7 +111,19 @@ impl Agent {
         transport: TransportKind,
         domain: &str,
     ) -> Result<Agent, EndpointError> {
-        let (endpoint, events) = bind_both(listen, transport).await?;
+        Self::bind_recorded(listen, advertise, transport, domain, None).await
+    }
+
+    /// [`Agent::bind`], recording what its endpoint's sockets send and
+    /// receive into `recorder`.
+    pub async fn bind_recorded(
+        listen: SocketAddr,
+        advertise: Option<SocketAddr>,
+        transport: TransportKind,
+        domain: &str,
+        recorder: Option<WireRecorder>,
+    ) -> Result<Agent, EndpointError> {
+        let (endpoint, events) = bind_both(listen, transport, recorder).await?;
         let bound = endpoint.local_addr(transport).unwrap_or(listen);
         let local = advertise.unwrap_or(if bound.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port())

@@ -22,6 +22,7 @@ use super::transaction::{
     Target, Timers, TransactionLayer, TransportKind, TxError, TxEvent, TxKey,
 };
 use super::transport::{NetEvent, NetSenders, RECEIVE_QUEUE, TransportError, Transports};
+use crate::report::capture::WireRecorder;
 
 /// Where to listen; port 0 picks a free port.
 #[derive(Clone, Debug)]
@@ -98,13 +99,23 @@ impl Endpoint {
     pub async fn bind(
         config: EndpointConfig,
     ) -> Result<(Endpoint, mpsc::UnboundedReceiver<TxEvent>), TransportError> {
+        Self::bind_recorded(config, None).await
+    }
+
+    /// [`Endpoint::bind`], recording every datagram and stream read or
+    /// write of its sockets into `recorder`.
+    pub async fn bind_recorded(
+        config: EndpointConfig,
+        recorder: Option<WireRecorder>,
+    ) -> Result<(Endpoint, mpsc::UnboundedReceiver<TxEvent>), TransportError> {
         // What was read comes bounded (a flood is shed at the edge), the
         // rest unbounded: see `transport`.
         let (inbound, inbound_rx) = mpsc::channel(RECEIVE_QUEUE);
         let (control, control_rx) = mpsc::unbounded_channel();
         let (accept_tx, accept_rx) = mpsc::unbounded_channel();
         let net_tx = NetSenders { inbound, control };
-        let transports = Transports::bind(config.udp, config.tcp, net_tx, accept_tx).await?;
+        let transports =
+            Transports::bind(config.udp, config.tcp, net_tx, accept_tx, recorder).await?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let endpoint = Endpoint {

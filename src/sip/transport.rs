@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use super::framing::StreamDecoder;
 use super::transaction::TransportKind;
+use crate::report::capture::{Direction, WireRecorder, WireTransport};
 
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
@@ -117,6 +118,8 @@ pub(crate) struct Transports {
     conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
     net_tx: NetSenders,
     tasks: Vec<JoinHandle<()>>,
+    /// Where every datagram and every stream read or write is recorded.
+    recorder: Option<WireRecorder>,
 }
 
 impl Transports {
@@ -125,6 +128,7 @@ impl Transports {
         tcp: Option<SocketAddr>,
         net_tx: NetSenders,
         accept_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+        recorder: Option<WireRecorder>,
     ) -> Result<Self, TransportError> {
         // Bind every socket before spawning any task, so that a failed bind
         // drops (and frees) what was bound before it at once.
@@ -171,9 +175,19 @@ impl Transports {
         let (udp_socket, udp_addr) = match udp_bound {
             Some((sock, local)) => {
                 let sock = Arc::new(sock);
-                tasks.push(tokio::spawn(udp_reader(sock.clone(), net_tx.clone())));
+                let recorded = recorder.clone().map(|r| (r, local));
+                tasks.push(tokio::spawn(udp_reader(
+                    sock.clone(),
+                    net_tx.clone(),
+                    recorded.clone(),
+                )));
                 let (tx, rx) = mpsc::unbounded_channel();
-                tasks.push(tokio::spawn(udp_writer(sock, rx, net_tx.control.clone())));
+                tasks.push(tokio::spawn(udp_writer(
+                    sock,
+                    rx,
+                    net_tx.control.clone(),
+                    recorded,
+                )));
                 (Some(tx), Some(local))
             }
             None => (None, None),
@@ -192,6 +206,7 @@ impl Transports {
             conns: HashMap::new(),
             net_tx,
             tasks,
+            recorder,
         })
     }
 
@@ -231,9 +246,10 @@ impl Transports {
         let _ = tx.send(bytes);
         self.conns.insert(to, tx);
         let net_tx = self.net_tx.clone();
+        let recorder = self.recorder.clone();
         tokio::spawn(async move {
             match TcpStream::connect(to).await {
-                Ok(stream) => run_connection(stream, to, rx, net_tx).await,
+                Ok(stream) => run_connection(stream, to, rx, net_tx, recorder).await,
                 Err(e) => {
                     let _ = net_tx.control.send(NetEvent::StreamClosed {
                         peer: to,
@@ -249,7 +265,13 @@ impl Transports {
     pub(crate) fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.conns.insert(peer, tx);
-        tokio::spawn(run_connection(stream, peer, rx, self.net_tx.clone()));
+        tokio::spawn(run_connection(
+            stream,
+            peer,
+            rx,
+            self.net_tx.clone(),
+            self.recorder.clone(),
+        ));
     }
 
     /// Forgets a connection that ended.
@@ -272,7 +294,10 @@ impl Drop for Transports {
     }
 }
 
-async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders) {
+/// A recorder and the local address to record on.
+type Recording = Option<(WireRecorder, SocketAddr)>;
+
+async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders, recording: Recording) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Dropped since the last report, and when the next report may go.
     let mut shed = 0u64;
@@ -284,6 +309,10 @@ async fn udp_reader(sock: Arc<UdpSocket>, net_tx: NetSenders) {
             // Cancel-safe: a datagram is either read or left in the socket.
             read = sock.recv_from(&mut buf) => match read {
                 Ok((n, from)) => {
+                    // Recorded as it arrived, even if shed below.
+                    if let Some((recorder, local)) = &recording {
+                        recorder.record(Direction::Received, WireTransport::Udp, *local, from, &buf[..n]);
+                    }
                     let admitted = if !weigher.admit(from, net_tx.inbound.capacity()) {
                         Err(None)
                     } else {
@@ -364,13 +393,21 @@ async fn udp_writer(
     sock: Arc<UdpSocket>,
     mut rx: mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
     net_tx: mpsc::UnboundedSender<NetEvent>,
+    recording: Recording,
 ) {
     while let Some((bytes, to)) = rx.recv().await {
-        if let Err(e) = sock.send_to(&bytes, to).await {
-            let _ = net_tx.send(NetEvent::UdpSendFailed {
-                to,
-                error: format!("sending {} bytes over UDP to {to} failed: {e}", bytes.len()),
-            });
+        match sock.send_to(&bytes, to).await {
+            Ok(_) => {
+                if let Some((recorder, local)) = &recording {
+                    recorder.record(Direction::Sent, WireTransport::Udp, *local, to, &bytes);
+                }
+            }
+            Err(e) => {
+                let _ = net_tx.send(NetEvent::UdpSendFailed {
+                    to,
+                    error: format!("sending {} bytes over UDP to {to} failed: {e}", bytes.len()),
+                });
+            }
         }
     }
 }
@@ -400,8 +437,18 @@ async fn run_connection(
     peer: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     net_tx: NetSenders,
+    recorder: Option<WireRecorder>,
 ) {
     let _ = stream.set_nodelay(true);
+    let recording = match (recorder, stream.local_addr()) {
+        (Some(recorder), Ok(local)) => Some((recorder, local)),
+        _ => None,
+    };
+    let record = |direction, bytes: &[u8]| {
+        if let Some((recorder, local)) = &recording {
+            recorder.record(direction, WireTransport::Tcp, *local, peer, bytes);
+        }
+    };
     let (mut rd, mut wr) = stream.into_split();
     let mut decoder = StreamDecoder::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -410,6 +457,7 @@ async fn run_connection(
             read = rd.read(&mut buf) => match read {
                 Ok(0) => break None,
                 Ok(n) => {
+                    record(Direction::Received, &buf[..n]);
                     decoder.push(&buf[..n]);
                     let mut framing_error = None;
                     loop {
@@ -439,6 +487,7 @@ async fn run_connection(
                     if let Err(e) = wr.write_all(&bytes).await {
                         break Some(format!("write failed: {e}"));
                     }
+                    record(Direction::Sent, &bytes);
                 }
                 None => {
                     let _ = wr.shutdown().await;
