@@ -660,10 +660,7 @@ fn with_judge_step(feature: ParsedFeature) -> ParsedFeature {
 /// does not charge online, or the scenario arms a Charging Trigger
 /// Condition the SUT does not declare (`charging.online.triggers`), or
 /// needs the threshold the profile does not give.
-fn group_online_not_applicable(
-    profile: &SutProfile,
-    has: &dyn Fn(&str) -> bool,
-) -> Option<String> {
+fn group_online_not_applicable(profile: &SutProfile, has: &dyn Fn(&str) -> bool) -> Option<String> {
     use crate::profile::SupportedTrigger;
     let online = profile.online()?;
     if !online
