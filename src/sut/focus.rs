@@ -1415,6 +1415,7 @@ fn xml_unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const FOCUS: &str = "127.0.0.1:5060";
     const HARNESS: &str = "127.0.0.1:5070";
@@ -1853,5 +1854,306 @@ mod tests {
             now,
         );
         assert_eq!(charges(&drain(&mut core)), [(RecordType::Stop, 3, 0)]);
+    }
+
+    // ------------------------------------------------------------ online
+
+    fn online_core(threshold: Option<u32>, deviations: Vec<Deviation>) -> FocusCore {
+        let mut c = core();
+        c.config.online = Some(FocusOnline {
+            origin_host: "cf.sut".into(),
+            service_context_id: "32260@3gpp.org".into(),
+            requested_time: 60,
+            refusal_status: 402,
+            failure_handling: FailureHandlingMode::Terminate,
+            participant_threshold: threshold,
+        });
+        c.config.deviations = deviations;
+        c
+    }
+
+    fn credits(actions: &[Action]) -> Vec<Ch2Request> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Credit { request, .. } => Some(request.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn granted(req: &Ch2Request, arm: Option<Vec<TriggerType>>) -> Result<Ch2Response, String> {
+        let mut a = Ch2Response::for_request(req, 2001);
+        if let Some(types) = arm {
+            a.triggers = crate::charging::ch2::TriggerArming::arm(types);
+        }
+        Ok(a)
+    }
+
+    const CF: ChargedFunction = ChargedFunction::ControllingFunction;
+
+    /// An ad-hoc session (alice with bob and carol) whose Initial was
+    /// granted at `t0`, arming `arm`: the invitations, in order.
+    fn online_started(
+        core: &mut FocusCore,
+        t0: Instant,
+        arm: Option<Vec<TriggerType>>,
+    ) -> Vec<(TxKey, rsip::Request)> {
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let actions = drain(core);
+        let initial = credits(&actions).remove(0);
+        core.handle_charging_answer(1, CF, granted(&initial, arm), t0);
+        invites(&drain(core))
+    }
+
+    #[test]
+    fn online_the_initial_counts_the_invited_and_the_invitations_wait_for_its_answer() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let actions = drain(&mut core);
+        let sent = credits(&actions);
+        assert_eq!(sent.len(), 1);
+        let initial = &sent[0];
+        assert_eq!(
+            (initial.kind, initial.request_number, initial.participants),
+            (RequestType::Initial, 0, Some(3))
+        );
+        assert_eq!(initial.role, Some(ChargedRole::ControllingFunction));
+        assert_eq!(
+            initial.served_user.as_deref(),
+            Some("sip:alice@test.invalid")
+        );
+        assert_eq!(initial.requested_units(), Some(ServiceUnits::seconds(60)));
+        assert!(
+            invites(&actions).is_empty(),
+            "nobody invited before the answer"
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Respond { .. })),
+            "the chair waits too"
+        );
+        assert!(charges(&actions).is_empty(), "no CH-1 Start yet");
+
+        core.handle_charging_answer(
+            1,
+            CF,
+            granted(initial, None),
+            t0 + Duration::from_millis(300),
+        );
+        let actions = drain(&mut core);
+        let ok_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Respond { response, .. } if response.status_code.code() == 200))
+            .expect("the chair's 200 OK");
+        let first_invite = actions
+            .iter()
+            .position(|a| matches!(a, Action::Request { request, .. } if request.method == rsip::Method::Invite))
+            .unwrap();
+        assert!(ok_at < first_invite);
+        assert_eq!(invites(&actions).len(), 2);
+        assert_eq!(charges(&actions), [(RecordType::Start, 0, 3)]);
+    }
+
+    #[test]
+    fn online_a_refused_initial_answers_the_chair_invites_nobody_and_terminates_nothing() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let initial = credits(&drain(&mut core)).remove(0);
+        core.handle_charging_answer(1, CF, Ok(Ch2Response::for_request(&initial, 4012)), t0);
+        let actions = drain(&mut core);
+        assert!(
+            matches!(&actions[0], Action::Respond { response, .. } if response.status_code.code() == 402),
+            "{actions:?}"
+        );
+        assert!(invites(&actions).is_empty());
+        assert!(credits(&actions).is_empty(), "no Termination");
+        assert!(charges(&actions).is_empty());
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Forget { session: 1 })
+        ));
+        // A late answer for the gone conference is nobody's.
+        core.handle_charging_answer(1, CF, Err("late".into()), t0);
+        assert!(drain(&mut core).is_empty());
+    }
+
+    #[test]
+    fn online_no_answer_within_tx_rejects_the_chair_with_504() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        drain(&mut core);
+        core.handle_charging_answer(1, CF, Err("no answer within Tx".into()), t0);
+        let actions = drain(&mut core);
+        assert!(
+            matches!(&actions[0], Action::Respond { response, .. } if response.status_code.code() == 504)
+        );
+        assert!(invites(&actions).is_empty());
+    }
+
+    #[test]
+    fn online_participants_trigger_armed_updates_on_every_join_and_departure() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInParticipantsNmb]),
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t1);
+        let updates = credits(&drain(&mut core));
+        assert_eq!(updates.len(), 1);
+        let u = &updates[0];
+        assert_eq!(
+            (u.kind, u.request_number, u.participants),
+            (RequestType::Update, 1, Some(2))
+        );
+        assert_eq!(u.triggers(), [TriggerType::ChangeInParticipantsNmb]);
+        assert_eq!(
+            u.reporting_reason(),
+            Some(ReportingReason::RatingConditionChange)
+        );
+        assert_eq!(u.used_units(), Some(ServiceUnits::seconds(5)));
+        assert_eq!(u.requested_units(), Some(ServiceUnits::seconds(60)));
+        core.handle_charging_answer(1, CF, granted(u, None), t1);
+        drain(&mut core);
+        // carol refuses: nothing changed, nothing charged.
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 486, "c1")), t1);
+        assert!(credits(&drain(&mut core)).is_empty());
+    }
+
+    #[test]
+    fn online_threshold_trigger_updates_only_when_the_count_meets_or_crosses_it() {
+        let mut core = online_core(Some(3), vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInThresholdOfParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert!(credits(&drain(&mut core)).is_empty(), "2 < 3: no Update");
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 200, "c1")), t0);
+        let updates = credits(&drain(&mut core));
+        assert_eq!(updates.len(), 1, "3 meets the threshold");
+        assert_eq!(updates[0].participants, Some(3));
+        assert_eq!(
+            updates[0].triggers(),
+            [TriggerType::ChangeInThresholdOfParticipantsNmb]
+        );
+    }
+
+    #[test]
+    fn online_nothing_armed_no_update_and_a_later_answer_may_arm_or_disarm() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(&mut core, t0, None);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        let actions = drain(&mut core);
+        assert!(credits(&actions).is_empty(), "nothing armed: no Update");
+        assert_eq!(
+            charges(&actions),
+            [(RecordType::Interim, 1, 2)],
+            "CH-1 as before"
+        );
+        // Armed by the Initial's answer, disarmed by the Update's.
+        let mut core = online_core(None, vec![]);
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        let update = credits(&drain(&mut core)).remove(0);
+        // The Update's answer disarms all (an empty Trigger).
+        core.handle_charging_answer(1, CF, granted(&update, Some(vec![])), t0);
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 200, "c1")), t0);
+        assert!(credits(&drain(&mut core)).is_empty(), "disarmed: no Update");
+    }
+
+    #[test]
+    fn online_the_end_of_the_group_session_terminates_with_the_time_used() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(&mut core, t0, None);
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 486, "c1")), t0);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        drain(&mut core);
+        let t1 = t0 + Duration::from_secs(7);
+        assert!(core.terminate("group@test", t1));
+        let byes: Vec<(TxKey, rsip::Request)> = drain(&mut core)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Request { key, request, .. } => Some((key, request)),
+                _ => None,
+            })
+            .collect();
+        for (key, bye) in &byes {
+            core.handle_sip(
+                response(key, response_to(bye, rsip::StatusCode::OK, None)),
+                t1,
+            );
+        }
+        let actions = drain(&mut core);
+        let terminations = credits(&actions);
+        assert_eq!(terminations.len(), 1);
+        let t = &terminations[0];
+        assert_eq!((t.kind, t.request_number), (RequestType::Termination, 1));
+        assert_eq!(t.used_units(), Some(ServiceUnits::seconds(7)));
+        let term_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Credit { .. }))
+            .unwrap();
+        let forget_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Forget { .. }))
+            .unwrap();
+        assert!(term_at < forget_at);
+    }
+
+    #[test]
+    fn online_deviations_break_one_rule_each() {
+        let t0 = Instant::now();
+        // Invitations with the Initial, before its answer.
+        let mut core = online_core(None, vec![Deviation::InvitationsBeforeCreditAnswer]);
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let actions = drain(&mut core);
+        assert_eq!(credits(&actions).len(), 1);
+        assert_eq!(invites(&actions).len(), 2);
+        // Invitations although refused.
+        let mut core = online_core(None, vec![Deviation::GroupInvitationsAfterRefusal]);
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let initial = credits(&drain(&mut core)).remove(0);
+        core.handle_charging_answer(1, CF, Ok(Ch2Response::for_request(&initial, 4012)), t0);
+        assert_eq!(invites(&drain(&mut core)).len(), 2);
+        // 50 armed, no Update.
+        let mut core = online_core(None, vec![Deviation::NoUpdateWhenParticipantsTriggerArmed]);
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert!(credits(&drain(&mut core)).is_empty());
+        // Nothing armed, an Update anyway.
+        let mut core = online_core(None, vec![Deviation::UpdateOnJoinWhenNothingArmed]);
+        let sent = online_started(&mut core, t0, None);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert_eq!(credits(&drain(&mut core)).len(), 1);
+        // 51 armed, an Update below the threshold.
+        let mut core = online_core(
+            Some(3),
+            vec![Deviation::UpdateOnEveryJoinWhenOnlyThresholdArmed],
+        );
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInThresholdOfParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert_eq!(credits(&drain(&mut core)).len(), 1);
     }
 }
