@@ -31,7 +31,9 @@ Feature: 6.3.3.3 Online charging for joining and departure of a group session
     And the OCS arms the participants-threshold trigger for alice's CH-2 session
     When alice starts an ad-hoc group session with carol and dave
     Then a CH-2 InitialRequest arrives from the Controlling Function with 3 participants
-    When carol answers the group invitation with 200 OK
+    # dave rings at once, so that the SUT's INVITE outlives the quiet wait below
+    When dave answers the group invitation with 180 Ringing
+    And carol answers the group invitation with 200 OK
     Then no CH-2 UpdateRequest arrives from the Controlling Function
     When dave answers the group invitation with 200 OK
     Then a CH-2 UpdateRequest arrives from the Controlling Function with 3 participants
