@@ -147,6 +147,27 @@ pub struct OnlineCharging {
     /// refused; absent: any 4xx-6xx.
     #[serde(default)]
     pub refusal_status: Option<u16>,
+    /// The Charging Trigger Conditions of group sessions (6.3.3.3) the SUT
+    /// supports: a scenario that arms another one is n/a
+    /// (`@needs-trigger-50`, `@needs-trigger-51`).
+    #[serde(default)]
+    pub triggers: Vec<SupportedTrigger>,
+    /// The operator's participant threshold of the Controlling Function
+    /// (trigger 51): an UpdateRequest when the attached count meets it from
+    /// below or drops under it. No AVP carries it, so the profile declares
+    /// it; a scenario needing it is n/a without it.
+    #[serde(default)]
+    pub participant_threshold: Option<u32>,
+}
+
+/// A Charging Trigger Condition of 6.3.3.3 a SUT may support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupportedTrigger {
+    /// CHANGE_IN_PARTICIPANTS_NMB (Trigger-Type 50).
+    ParticipantsNumber,
+    /// CHANGE_IN_THRSHLD_OF_PARTICIPANTS_NMB (Trigger-Type 51).
+    ParticipantsThreshold,
 }
 
 /// How the SUT charges offline.

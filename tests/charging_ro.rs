@@ -697,3 +697,81 @@ fn tshark_finds_nothing_malformed() {
     assert!(!text.contains("Malformed"), "{text}");
     assert!(!text.contains("[Expert Info (Error"), "{text}");
 }
+
+/// A CCR-U of the Controlling Function (6.3.3.3): a Trigger naming
+/// CHANGE_IN_PARTICIPANTS_NMB and Number-Of-Participants, as the focus
+/// sends it; Wireshark shows both and finds nothing malformed.
+#[test]
+fn tshark_decodes_a_focus_update_with_trigger_type_and_participants() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tshark is not installed, and CI requires the Wireshark check"
+        );
+        println!("note: tshark not installed; skipping the Wireshark check");
+        return;
+    }
+    let (_, local) = sample_ccr_initial();
+    let mut req = Ch2Request::update("cf.sut.test;focus;1;ro", 1)
+        .served_user("sip:alice@test.invalid")
+        .role(ChargedRole::ControllingFunction)
+        .participants(4)
+        .request_units(ServiceUnits::seconds(60))
+        .report_used(
+            ServiceUnits::seconds(5),
+            ReportingReason::RatingConditionChange,
+        )
+        .triggered_by(TriggerType::ChangeInParticipantsNmb);
+    req.service_context_id = Some("32260@3gpp.org".into());
+    req.call_id = Some("group@test".into());
+    req.calling_party = Some("sip:alice@test.invalid".into());
+    let ccr = req.to_ccr(&local, "ocs.test.invalid");
+    // Our own reading first: what the harness will see.
+    let back = Ch2Request::from_ccr(&ccr).unwrap();
+    assert_eq!(back.participants, Some(4));
+    assert_eq!(back.triggers(), [TriggerType::ChangeInParticipantsNmb]);
+    let dir = std::env::temp_dir().join(format!("cpmcc-tshark-ccru-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dump = String::new();
+    for (i, c) in ccr.encode().chunks(16).enumerate() {
+        dump.push_str(&format!(
+            "{:06x} {}\n",
+            i * 16,
+            c.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    let txt = dir.join("ccru.txt");
+    let pcap = dir.join("ccru.pcap");
+    std::fs::write(&txt, dump).unwrap();
+    let st = Command::new("text2pcap")
+        .args(["-q", "-T", "40000,3868"])
+        .arg(&txt)
+        .arg(&pcap)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .arg("-V")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(text.contains("CC-Request-Type"), "{text}");
+    assert!(text.contains("UPDATE_REQUEST"), "{text}");
+    assert!(text.contains("Trigger-Type"), "{text}");
+    // Wireshark spells 50 its own way (CHANGEINPARTICIPANTS_Number).
+    assert!(
+        text.lines()
+            .any(|l| l.contains("Trigger-Type(870)") && l.contains("(50)")),
+        "{text}"
+    );
+    assert!(text.contains("Number-Of-Participants: 4"), "{text}");
+    assert!(text.contains("PoC-Server-Role"), "{text}");
+    assert!(!text.contains("Malformed"), "{text}");
+    assert!(!text.contains("[Expert Info (Error"), "{text}");
+}

@@ -210,6 +210,24 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
         Deviation::InterimBeforeStart => {
             vec![by(&["OFF-INIT-01"], "off.session.start-first")]
         }
+        Deviation::InvitationsBeforeCreditAnswer => vec![
+            by(&["ON-GRP-INIT-01"], "on.group.invite-after-answer"),
+            by(&["ON-GRP-INIT-02"], "on.group.refusal-invites-nobody"),
+        ],
+        Deviation::GroupInvitationsAfterRefusal => {
+            vec![by(&["ON-GRP-INIT-02"], "on.group.refusal-invites-nobody")]
+        }
+        Deviation::NoUpdateWhenParticipantsTriggerArmed => vec![by(
+            &["ON-GRP-JOIN-01"],
+            "on.group.update-on-change-when-armed",
+        )],
+        Deviation::UpdateOnJoinWhenNothingArmed => vec![by(
+            &["ON-GRP-JOIN-03", "ON-GRP-INIT-01"],
+            "on.group.no-update-unarmed",
+        )],
+        Deviation::UpdateOnEveryJoinWhenOnlyThresholdArmed => {
+            vec![by(&["ON-GRP-JOIN-02"], "on.group.update-only-at-threshold")]
+        }
     }
 }
 

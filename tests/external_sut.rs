@@ -74,8 +74,9 @@ fn run_external_shaped(
     // The B2BUA charges online too; the proxy shape only offline.
     let (server_online, profile_online) = if shape == "b2bua" {
         (
-            "online:\n  functions: [originating_pf]\n",
-            ", online: { functions: [originating_pf], refusal_status: 402 }",
+            "online:\n  functions: [originating_pf, controlling_function]\n  participant_threshold: 3\n",
+            ", online: { functions: [originating_pf, controlling_function], refusal_status: 402, \
+             triggers: [participants_number, participants_threshold], participant_threshold: 3 }",
         )
     } else {
         ("", "")

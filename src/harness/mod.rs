@@ -323,14 +323,13 @@ pub async fn run_with(options: RunOptions, hooks: RunHooks) -> Result<Summary, R
                     .groups
                     .as_ref()
                     .map(|g| conference_config(&profile, g)),
+                // The Participating Functions charge 1-1 sessions (the
+                // B2BUA); the Controlling Function, when listed, group
+                // sessions (the conference focus reads it from here).
                 online: profile.online().map(|o| sut::config::OnlineConfig {
-                    functions: o
-                        .functions
-                        .iter()
-                        .copied()
-                        .filter(|f| *f != crate::profile::ChargedFunction::ControllingFunction)
-                        .collect(),
+                    functions: o.functions.clone(),
                     refusal_status: o.refusal_status.unwrap_or(402),
+                    participant_threshold: o.participant_threshold,
                     ..sut::config::OnlineConfig::default()
                 }),
             };
@@ -664,6 +663,53 @@ fn with_judge_step(feature: ParsedFeature) -> ParsedFeature {
     Ok(feature)
 }
 
+/// Why an online group scenario does not apply: the Controlling Function
+/// does not charge online, or the scenario arms a Charging Trigger
+/// Condition the SUT does not declare (`charging.online.triggers`), or
+/// needs the threshold the profile does not give.
+fn group_online_not_applicable(profile: &SutProfile, has: &dyn Fn(&str) -> bool) -> Option<String> {
+    use crate::profile::SupportedTrigger;
+    let online = profile.online()?;
+    if !online
+        .functions
+        .contains(&crate::profile::ChargedFunction::ControllingFunction)
+    {
+        return Some(
+            "the SUT profile lists no online charging by the Controlling Function \
+             (charging.online.functions: controlling_function)"
+                .into(),
+        );
+    }
+    let needs = [
+        (
+            "needs-trigger-50",
+            SupportedTrigger::ParticipantsNumber,
+            "participants_number",
+        ),
+        (
+            "needs-trigger-51",
+            SupportedTrigger::ParticipantsThreshold,
+            "participants_threshold",
+        ),
+    ];
+    for (tag, trigger, name) in needs {
+        if has(tag) && !online.triggers.contains(&trigger) {
+            return Some(format!(
+                "the SUT profile does not declare the Charging Trigger Condition {name} \
+                 (charging.online.triggers)"
+            ));
+        }
+    }
+    if has("needs-participant-threshold") && online.participant_threshold.is_none() {
+        return Some(
+            "the SUT profile declares no participant threshold \
+             (charging.online.participant_threshold)"
+                .into(),
+        );
+    }
+    None
+}
+
 /// The reason a scenario does not apply to this SUT, from its `@needs-…` tags.
 fn not_applicable(profile: &SutProfile, tags: &[&String]) -> Option<String> {
     let has = |t: &str| tags.iter().any(|x| x.as_str() == t);
@@ -722,6 +768,11 @@ fn not_applicable(profile: &SutProfile, tags: &[&String]) -> Option<String> {
         .find(|(tag, declared, _)| has(tag) && !declared);
         if let Some((_, _, key)) = missing {
             return Some(format!("the SUT profile does not declare {key}"));
+        }
+        if has("online")
+            && let Some(reason) = group_online_not_applicable(profile, &has)
+        {
+            return Some(reason);
         }
         if let Some(group) = tag_value(tags, "pre-defined-group-")
             && !groups.pre_defined.contains_key(&group)

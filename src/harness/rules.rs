@@ -285,6 +285,33 @@ pub const ON_SERVICE_INFORMATION: Rule = sut(
     "every CH-2 request carries Service-Information",
 );
 
+// 6.3.3.2 and 6.3.3.3: the Controlling Function online.
+pub const ON_GROUP_INVITE_AFTER_ANSWER: Rule = sut(
+    "on.group.invite-after-answer",
+    "6.3.3.2",
+    "the Controlling Function's invitations go out only after a successful CH-2 Response to its InitialRequest [derived]",
+);
+pub const ON_GROUP_REFUSAL_INVITES_NOBODY: Rule = sut(
+    "on.group.refusal-invites-nobody",
+    "6.3.3.2",
+    "a refused InitialRequest of the Controlling Function rejects the chair's INVITE and invites nobody [derived]",
+);
+pub const ON_GROUP_UPDATE_ON_CHANGE_WHEN_ARMED: Rule = sut(
+    "on.group.update-on-change-when-armed",
+    "6.3.3.3",
+    "with CHANGE_IN_PARTICIPANTS_NMB (50) armed, every join and departure is charged with a CH-2 UpdateRequest naming the Trigger-Type and carrying the new count",
+);
+pub const ON_GROUP_UPDATE_ONLY_AT_THRESHOLD: Rule = sut(
+    "on.group.update-only-at-threshold",
+    "6.3.3.3",
+    "with CHANGE_IN_THRSHLD_OF_PARTICIPANTS_NMB (51) armed, an UpdateRequest (naming the Trigger-Type, with the new count) only when the count meets or crosses the operator's threshold",
+);
+pub const ON_GROUP_NO_UPDATE_UNARMED: Rule = sut(
+    "on.group.no-update-unarmed",
+    "6.3.3.3",
+    "with no Charging Trigger Condition armed, joins and departures are not charged with a CH-2 UpdateRequest",
+);
+
 // The wire (RFC 6733, spec/binding.md).
 pub const RF_APPLICATION_ID: Rule = sut(
     "dia.rf.application-id",
@@ -354,6 +381,11 @@ pub const ALL: &[&Rule] = &[
     &ON_REFUSED_INITIAL_ENDS_SESSION,
     &ON_NO_USAGE_UNDER_REFUSED_SERVICE,
     &ON_SERVICE_INFORMATION,
+    &ON_GROUP_INVITE_AFTER_ANSWER,
+    &ON_GROUP_REFUSAL_INVITES_NOBODY,
+    &ON_GROUP_UPDATE_ON_CHANGE_WHEN_ARMED,
+    &ON_GROUP_UPDATE_ONLY_AT_THRESHOLD,
+    &ON_GROUP_NO_UPDATE_UNARMED,
     &RF_APPLICATION_ID,
     &PINNED_SERVICE_CONTEXT,
     &EVERY_REQUEST_ANSWERED,

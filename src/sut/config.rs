@@ -40,8 +40,9 @@ pub struct SutConfig {
     /// The Controlling Function for group sessions; absent: none hosted.
     #[serde(default)]
     pub conference: Option<ConferenceConfig>,
-    /// Online charging (CH-2 over Ro) of the 1-1 sessions, beside any
-    /// offline charging; needs `charging` (the same Charging Enabler,
+    /// Online charging (CH-2 over Ro) beside any offline charging: the
+    /// Participating Functions of 1-1 sessions, and the Controlling
+    /// Function of group sessions when `functions` lists it; needs `charging` (the same Charging Enabler,
     /// origin host and realm, service context). Absent: offline only.
     #[serde(default)]
     pub online: Option<OnlineConfig>,
@@ -67,6 +68,13 @@ pub struct OnlineConfig {
     /// What to do when no answer comes within `tx`.
     #[serde(default)]
     pub failure_handling: FailureHandlingMode,
+    /// The operator's participant threshold of a group session (6.3.3.3):
+    /// with CHANGE_IN_THRSHLD_OF_PARTICIPANTS_NMB (51) armed, the
+    /// Controlling Function asks again only when the attached count meets
+    /// it from below or drops under it. No AVP carries it. Absent: trigger
+    /// 51 never fires.
+    #[serde(default)]
+    pub participant_threshold: Option<u32>,
 }
 
 impl Default for OnlineConfig {
@@ -77,6 +85,7 @@ impl Default for OnlineConfig {
             requested_time: default_requested_time(),
             tx: default_tx(),
             failure_handling: FailureHandlingMode::default(),
+            participant_threshold: None,
         }
     }
 }
@@ -348,7 +357,8 @@ mod tests {
             &path,
             format!(
                 "{base}{charging}online: {{ functions: [terminating_pf], tx: 500ms, \
-                 failure_handling: continue, refusal_status: 403, requested_time: 30 }}\n"
+                 failure_handling: continue, refusal_status: 403, requested_time: 30, \
+                 participant_threshold: 3 }}\n"
             ),
         )
         .unwrap();
@@ -356,6 +366,7 @@ mod tests {
         assert_eq!(online.tx, Duration::from_millis(500));
         assert_eq!(online.failure_handling, FailureHandlingMode::Continue);
         assert_eq!((online.refusal_status, online.requested_time), (403, 30));
+        assert_eq!(online.participant_threshold, Some(3));
         std::fs::write(
             &path,
             format!("{base}online: {{ functions: [originating_pf] }}\n"),

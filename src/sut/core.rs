@@ -197,11 +197,14 @@ impl SessionCore for WithFocus {
         answer: Result<Ch2Response, String>,
         now: Instant,
     ) {
-        // The focus charges offline only: it sends no Credit, so an answer
-        // for one of its sessions is nobody's.
+        // The focus's sessions carry the high bit: their answers go back to
+        // it (the Controlling Function's CH-2, 6.3.3.2 and 6.3.3.3).
         if session & FOCUS_SESSION_BIT == 0 {
             self.one_to_one
                 .handle_charging_answer(session, function, answer, now);
+        } else {
+            self.focus
+                .handle_charging_answer(session & !FOCUS_SESSION_BIT, function, answer, now);
         }
     }
 

@@ -113,11 +113,26 @@ pub enum Deviation {
     NoCreditControl,
     /// No TerminationRequest on a client's BYE.
     NoTerminationOnBye,
+    /// The Controlling Function answers the chair and invites the members
+    /// with its InitialRequest, before the CH-2 Response.
+    InvitationsBeforeCreditAnswer,
+    /// The Controlling Function invites the members although its
+    /// InitialRequest was refused.
+    GroupInvitationsAfterRefusal,
+    /// No UpdateRequest on a join or a departure although the OCS armed
+    /// CHANGE_IN_PARTICIPANTS_NMB (50).
+    NoUpdateWhenParticipantsTriggerArmed,
+    /// An UpdateRequest on every join and departure although the OCS armed
+    /// no Charging Trigger Condition.
+    UpdateOnJoinWhenNothingArmed,
+    /// With only CHANGE_IN_THRSHLD_OF_PARTICIPANTS_NMB (51) armed, an
+    /// UpdateRequest on every change of the count, not only at the threshold.
+    UpdateOnEveryJoinWhenOnlyThresholdArmed,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 47] = [
+    pub const ALL: [Deviation; 52] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -165,6 +180,11 @@ impl Deviation {
         Self::SecondInitialOnReinvite,
         Self::NoCreditControl,
         Self::NoTerminationOnBye,
+        Self::InvitationsBeforeCreditAnswer,
+        Self::GroupInvitationsAfterRefusal,
+        Self::NoUpdateWhenParticipantsTriggerArmed,
+        Self::UpdateOnJoinWhenNothingArmed,
+        Self::UpdateOnEveryJoinWhenOnlyThresholdArmed,
     ];
 
     /// The name used in configs and on the command line.
@@ -217,6 +237,15 @@ impl Deviation {
             Self::SecondInitialOnReinvite => "second_initial_on_reinvite",
             Self::NoCreditControl => "no_credit_control",
             Self::NoTerminationOnBye => "no_termination_on_bye",
+            Self::InvitationsBeforeCreditAnswer => "invitations_before_credit_answer",
+            Self::GroupInvitationsAfterRefusal => "group_invitations_after_refusal",
+            Self::NoUpdateWhenParticipantsTriggerArmed => {
+                "no_update_when_participants_trigger_armed"
+            }
+            Self::UpdateOnJoinWhenNothingArmed => "update_on_join_when_nothing_armed",
+            Self::UpdateOnEveryJoinWhenOnlyThresholdArmed => {
+                "update_on_every_join_when_only_threshold_armed"
+            }
         }
     }
 
@@ -321,6 +350,21 @@ impl Deviation {
             }
             Self::NoTerminationOnBye => {
                 "6.3.3.7: a client's BYE is charged with a TerminationRequest"
+            }
+            Self::InvitationsBeforeCreditAnswer => {
+                "6.3.3.2: the invitations go out only after a successful CH-2 Response to the Controlling Function's InitialRequest"
+            }
+            Self::GroupInvitationsAfterRefusal => {
+                "6.3.3.2: a refused InitialRequest rejects the chair's INVITE and invites nobody"
+            }
+            Self::NoUpdateWhenParticipantsTriggerArmed => {
+                "6.3.3.3: with CHANGE_IN_PARTICIPANTS_NMB armed, an UpdateRequest on every change of the participant count"
+            }
+            Self::UpdateOnJoinWhenNothingArmed => {
+                "6.3.3.3: with no Charging Trigger Condition armed, no UpdateRequest for joins and departures"
+            }
+            Self::UpdateOnEveryJoinWhenOnlyThresholdArmed => {
+                "6.3.3.3: with CHANGE_IN_THRSHLD_OF_PARTICIPANTS_NMB armed, an UpdateRequest only when the count meets (crosses) the threshold"
             }
         }
     }

@@ -26,6 +26,28 @@
 //! - an InterimRequest after the focus answers a re-INVITE (6.2.3.4);
 //! - a StopRequest when the last participant has gone.
 //!
+//! Online (6.3.3.2, 6.3.3.3), when the server's `online.functions` lists
+//! the Controlling Function: its own CH-2 session per group session.
+//! - The chair's INVITE is held: a CH-2 InitialRequest (CC-Request-Number
+//!   0, units requested, PoC-Information with the invited count, role
+//!   controlling, Subscription-Id the chair) goes out first; on a
+//!   successful Response the chair gets its 200 OK and the members their
+//!   invitations; a refusal answers the chair with `refusal_status` and
+//!   invites nobody, with no TerminationRequest; no answer (the driver
+//!   reports one after Tx) is RFC 4006 failure handling: 504 or go on
+//!   uncontrolled.
+//! - Each Response may arm Charging Trigger Conditions (a Trigger with
+//!   Trigger-Types), or disarm them (an empty Trigger). With
+//!   CHANGE_IN_PARTICIPANTS_NMB (50) armed, every completed join or
+//!   departure (the same events as the Interims above) sends an
+//!   UpdateRequest (Reporting-Reason RATING_CONDITION_CHANGE, a Trigger
+//!   naming 50, the new count, units used and requested); with
+//!   CHANGE_IN_THRSHLD_OF_PARTICIPANTS_NMB (51) armed, only a change that
+//!   makes the count meet the operator's `participant_threshold` from
+//!   below, or drop under it; with neither, no UpdateRequest at all.
+//! - A refused Update ends the group session (BYE to everyone).
+//! - A TerminationRequest (units used) when the group session ends.
+//!
 //! Events and time go in ([`FocusCore::handle_sip`],
 //! [`FocusCore::terminate`]); actions come out ([`FocusCore::poll_action`]),
 //! the same [`Action`]s as the proxy's.
@@ -36,9 +58,13 @@ use std::time::{Instant, SystemTime};
 
 use rsip::headers::UntypedHeader as _;
 
+use super::config::FailureHandlingMode;
 use super::deviation::Deviation;
 use super::proxy::Action;
 use crate::charging::ch1::{Ch1Request, ChargedRole, RecordType};
+use crate::charging::ch2::{
+    Ch2Request, Ch2Response, ReportingReason, RequestType, ServiceUnits, TriggerType,
+};
 use crate::profile::ChargedFunction;
 use crate::sip::dialog::{new_branch, new_call_id, new_tag, uri_text};
 use crate::sip::message;
@@ -57,6 +83,8 @@ pub struct FocusConfig {
     pub route_users_to: SocketAddr,
     /// Charging identity; `None`: the focus does not charge.
     pub charging: Option<FocusCharging>,
+    /// Online charging of the Controlling Function; `None`: offline only.
+    pub online: Option<FocusOnline>,
     /// Named deviations: the one policy that makes this focus charge wrong,
     /// for proving the suite catches it.
     pub deviations: Vec<Deviation>,
@@ -73,6 +101,128 @@ impl FocusConfig {
 pub struct FocusCharging {
     pub origin_host: String,
     pub service_context_id: String,
+}
+
+/// The Controlling Function as an online charging client (CH-2).
+#[derive(Debug, Clone)]
+pub struct FocusOnline {
+    pub origin_host: String,
+    pub service_context_id: String,
+    /// CC-Time asked for in each InitialRequest and UpdateRequest, seconds.
+    pub requested_time: u32,
+    /// The answer to the chair's INVITE when the InitialRequest is refused.
+    pub refusal_status: u16,
+    /// What to do when the driver reports no answer within Tx.
+    pub failure_handling: FailureHandlingMode,
+    /// The operator's participant threshold (trigger 51); `None`: 51 never fires.
+    pub participant_threshold: Option<u32>,
+}
+
+/// Where the Controlling Function's CH-2 session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreditState {
+    /// The InitialRequest waits for its answer.
+    New,
+    /// Granted: credit control applies.
+    Open,
+    /// Going on without credit control (failure handling CONTINUE).
+    Uncontrolled,
+    /// Refused, terminated or given up: nothing more is sent.
+    Closed,
+}
+
+/// The Controlling Function's CH-2 session for one conference.
+#[derive(Debug)]
+struct ConferenceCredit {
+    session_id: String,
+    origin_host: String,
+    service_context_id: String,
+    /// The chair: the served user (Subscription-Id).
+    served_user: String,
+    call_id: String,
+    requested_time: u32,
+    next_number: u32,
+    state: CreditState,
+    /// Kinds of the requests sent and not answered, oldest first.
+    pending: VecDeque<RequestType>,
+    /// Usage not reported yet runs from here.
+    usage_from: Option<Instant>,
+    /// The Charging Trigger Conditions armed by the last Responses.
+    armed: Vec<TriggerType>,
+    /// The attached count at the last join or departure.
+    last_count: u32,
+}
+
+impl ConferenceCredit {
+    fn request(&mut self, kind: RequestType, participants: u32) -> Ch2Request {
+        let mut r = Ch2Request::new(kind, self.session_id.clone(), self.next_number)
+            .served_user(self.served_user.clone())
+            .role(ChargedRole::ControllingFunction)
+            .participants(participants);
+        self.next_number += 1;
+        self.pending.push_back(kind);
+        r.origin_host = self.origin_host.clone();
+        r.service_context_id = Some(self.service_context_id.clone());
+        r.call_id = Some(self.call_id.clone());
+        r.calling_party = Some(self.served_user.clone());
+        r.event_timestamp = Some(SystemTime::now());
+        r
+    }
+
+    /// Seconds used since the last report, to the nearest second; usage
+    /// runs again from `now`.
+    fn take_used(&mut self, now: Instant) -> u32 {
+        let used = self.usage_from.map_or(0, |from| {
+            let ms = now.saturating_duration_since(from).as_millis();
+            u32::try_from((ms + 500) / 1000).unwrap_or(u32::MAX)
+        });
+        self.usage_from = self.usage_from.map(|_| now);
+        used
+    }
+
+    fn initial(&mut self, invited: u32) -> Ch2Request {
+        let units = ServiceUnits::seconds(self.requested_time);
+        self.request(RequestType::Initial, invited)
+            .request_units(units)
+    }
+
+    fn update(&mut self, count: u32, trigger: Option<TriggerType>, now: Instant) -> Ch2Request {
+        let used = self.take_used(now);
+        let units = ServiceUnits::seconds(self.requested_time);
+        let r = self
+            .request(RequestType::Update, count)
+            .request_units(units)
+            .report_used(
+                ServiceUnits::seconds(used),
+                ReportingReason::RatingConditionChange,
+            );
+        match trigger {
+            Some(t) => r.triggered_by(t),
+            None => r,
+        }
+    }
+
+    /// The TerminationRequest, once, for an open CH-2 session.
+    fn termination(&mut self, count: u32, now: Instant) -> Option<Ch2Request> {
+        if self.state != CreditState::Open {
+            return None;
+        }
+        self.state = CreditState::Closed;
+        let used = self.take_used(now);
+        Some(
+            self.request(RequestType::Termination, count)
+                .report_used(ServiceUnits::seconds(used), ReportingReason::Final),
+        )
+    }
+}
+
+/// The chair's INVITE while the InitialRequest waits for its answer.
+#[derive(Debug)]
+struct Held {
+    key: TxKey,
+    request: rsip::Request,
+    members: Vec<String>,
+    invited: u32,
 }
 
 /// Where a participant stands.
@@ -134,6 +284,10 @@ struct Conference {
     participants: Vec<Participant>,
     charging: Option<ConferenceCharging>,
     modification: Option<Modification>,
+    /// Online charging by the Controlling Function.
+    credit: Option<ConferenceCredit>,
+    /// The chair's INVITE, until the InitialRequest is answered.
+    held: Option<Held>,
 }
 
 /// The Controlling Function's CH-1 session for one conference.
@@ -183,6 +337,8 @@ pub struct FocusCore {
     clients: HashMap<TxKey, (u64, Purpose)>,
     actions: VecDeque<Action>,
     next_id: u64,
+    /// The time of the event being handled.
+    clock: Option<Instant>,
 }
 
 impl FocusCore {
@@ -197,6 +353,7 @@ impl FocusCore {
             clients: HashMap::new(),
             actions: VecDeque::new(),
             next_id: 1,
+            clock: None,
         }
     }
 
@@ -223,10 +380,17 @@ impl FocusCore {
 
     /// Operator stimulus: ends the session one of whose legs has this
     /// Call-ID, with a BYE to every participant.
-    pub fn terminate(&mut self, call_id: &str, _now: Instant) -> bool {
+    pub fn terminate(&mut self, call_id: &str, now: Instant) -> bool {
+        self.clock = Some(now);
         let Some(&(conf, _)) = self.legs.get(call_id) else {
             return false;
         };
+        self.bye_all(conf);
+        true
+    }
+
+    /// BYE to every joined participant.
+    fn bye_all(&mut self, conf: u64) {
         let joined: Vec<usize> = self.conferences[&conf]
             .participants
             .iter()
@@ -237,11 +401,11 @@ impl FocusCore {
         for i in joined {
             self.send_bye(conf, i);
         }
-        true
     }
 
     /// A SIP event from the transaction layer.
-    pub fn handle_sip(&mut self, event: TxEvent, _now: Instant) {
+    pub fn handle_sip(&mut self, event: TxEvent, now: Instant) {
+        self.clock = Some(now);
         match event {
             TxEvent::Request {
                 key,
@@ -282,7 +446,9 @@ impl FocusCore {
             .map(|(id, _)| *id)
         {
             let i = self.accept_leg(conf, &key, &request);
-            if !self.config.has(Deviation::NoInterimOnDialIn) {
+            if self.config.has(Deviation::NoInterimOnDialIn) {
+                self.credit_changed(conf);
+            } else {
                 self.participant_changed(conf, i);
             }
             return;
@@ -301,6 +467,20 @@ impl FocusCore {
         let id = self.next_id;
         self.next_id += 1;
         let originator = message::from_uri(&request).unwrap_or_default();
+        let credit = self.config.online.as_ref().map(|o| ConferenceCredit {
+            session_id: format!("{};focus;{id};ro", o.origin_host),
+            origin_host: o.origin_host.clone(),
+            service_context_id: o.service_context_id.clone(),
+            served_user: originator.clone(),
+            call_id: message::call_id(&request).unwrap_or_default(),
+            requested_time: o.requested_time,
+            next_number: 0,
+            state: CreditState::New,
+            pending: VecDeque::new(),
+            usage_from: None,
+            armed: Vec::new(),
+            last_count: 0,
+        });
         let charging = self.config.charging.as_ref().map(|c| ConferenceCharging {
             session_id: format!("{};focus;{id}", c.origin_host),
             origin_host: c.origin_host.clone(),
@@ -324,19 +504,209 @@ impl FocusCore {
                 participants: Vec::new(),
                 charging,
                 modification: None,
+                credit,
+                held: None,
             },
         );
-        self.accept_leg(id, &key, &request);
+        let invited = 1 + members.len() as u32;
+        let held = Held {
+            key,
+            request,
+            members,
+            invited,
+        };
+        let online = self
+            .conferences
+            .get_mut(&id)
+            .and_then(|c| c.credit.as_mut())
+            .map(|credit| credit.initial(invited));
+        match online {
+            // 6.3.3.2: the invitations wait for the InitialRequest's answer.
+            Some(initial) => {
+                self.actions.push_back(Action::Credit {
+                    session: id,
+                    function: ChargedFunction::ControllingFunction,
+                    request: initial,
+                });
+                if self.config.has(Deviation::InvitationsBeforeCreditAnswer) {
+                    self.proceed(id, held);
+                } else if let Some(c) = self.conferences.get_mut(&id) {
+                    c.held = Some(held);
+                }
+            }
+            None => self.proceed(id, held),
+        }
+    }
+
+    /// The group session goes on: the chair's 200 OK, the CH-1 Start, the
+    /// members' invitations.
+    fn proceed(&mut self, id: u64, held: Held) {
+        self.accept_leg(id, &held.key, &held.request);
         let invited = if self.config.has(Deviation::GroupStartCountsOriginatorOnly) {
             1
         } else {
-            1 + members.len() as u32
+            held.invited
         };
         if !self.config.has(Deviation::GroupStartOnFirstJoin) {
             self.charge(id, RecordType::Start, invited);
         }
-        for member in members {
+        let attached = self.attached(id);
+        if let Some(credit) = self
+            .conferences
+            .get_mut(&id)
+            .and_then(|c| c.credit.as_mut())
+        {
+            credit.last_count = attached;
+        }
+        for member in held.members {
             self.invite_member(id, &member);
+        }
+    }
+
+    /// The answer to the oldest unanswered CH-2 request of this conference
+    /// (or, `Err`, why none came within Tx).
+    pub fn handle_charging_answer(
+        &mut self,
+        conf: u64,
+        function: ChargedFunction,
+        answer: Result<Ch2Response, String>,
+        now: Instant,
+    ) {
+        self.clock = Some(now);
+        if function != ChargedFunction::ControllingFunction {
+            return;
+        }
+        let Some(online) = self.config.online.clone() else {
+            return;
+        };
+        let after_refusal = self.config.has(Deviation::GroupInvitationsAfterRefusal);
+        let Some(c) = self.conferences.get_mut(&conf) else {
+            return; // ended: a late answer (to its Termination, say)
+        };
+        let Some(credit) = c.credit.as_mut() else {
+            return;
+        };
+        let Some(kind) = credit.pending.pop_front() else {
+            return;
+        };
+        if kind == RequestType::Termination
+            || !matches!(credit.state, CreditState::New | CreditState::Open)
+        {
+            return;
+        }
+        let initial = credit.state == CreditState::New;
+        enum Next {
+            GoOn,
+            Reject(u16),
+            End,
+        }
+        let next = match answer {
+            Ok(a) if a.is_full_success() => {
+                credit.armed = a.triggers.apply(&credit.armed);
+                if initial {
+                    credit.state = CreditState::Open;
+                    credit.usage_from = Some(now);
+                }
+                Next::GoOn
+            }
+            Ok(a) if initial => {
+                tracing::info!(session = %credit.session_id, code = a.result_code, "focus: InitialRequest refused");
+                if after_refusal {
+                    credit.state = CreditState::Uncontrolled;
+                    Next::GoOn
+                } else {
+                    // A refused Initial ends the CH-2 session: no Termination.
+                    credit.state = CreditState::Closed;
+                    Next::Reject(online.refusal_status)
+                }
+            }
+            // A refused Update ends the group session (BYE, Termination).
+            Ok(_) => Next::End,
+            Err(why) => {
+                tracing::warn!(session = %credit.session_id, %why, "focus: no CH-2 answer");
+                if online.failure_handling == FailureHandlingMode::Continue {
+                    credit.state = CreditState::Uncontrolled;
+                    Next::GoOn
+                } else {
+                    credit.state = CreditState::Closed;
+                    if initial {
+                        Next::Reject(504)
+                    } else {
+                        Next::End
+                    }
+                }
+            }
+        };
+        let held = c.held.take();
+        match (next, held) {
+            (Next::GoOn, Some(held)) => self.proceed(conf, held),
+            (Next::GoOn, None) => {}
+            (Next::Reject(status), Some(held)) => {
+                self.respond(&held.key, &held.request, status, None);
+                self.drop_conference(conf);
+            }
+            (Next::Reject(_), None) | (Next::End, _) => self.bye_all(conf),
+        }
+    }
+
+    /// A conference that never started: gone, with its charging queues.
+    fn drop_conference(&mut self, conf: u64) {
+        if let Some(c) = self.conferences.remove(&conf) {
+            for p in &c.participants {
+                self.legs.remove(&p.call_id);
+            }
+        }
+        self.clients.retain(|_, (id, _)| *id != conf);
+        self.actions.push_back(Action::Forget { session: conf });
+    }
+
+    /// A join or a departure completed: an UpdateRequest when an armed
+    /// Charging Trigger Condition asks for one (6.3.3.3).
+    fn credit_changed(&mut self, conf: u64) {
+        let (Some(now), Some(online)) = (self.clock, self.config.online.as_ref()) else {
+            return;
+        };
+        let threshold = online.participant_threshold;
+        if !self.conferences.contains_key(&conf) {
+            return;
+        }
+        let n = self.attached(conf);
+        let no_update_on_50 = self
+            .config
+            .has(Deviation::NoUpdateWhenParticipantsTriggerArmed);
+        let update_unarmed = self.config.has(Deviation::UpdateOnJoinWhenNothingArmed);
+        let every_on_51 = self
+            .config
+            .has(Deviation::UpdateOnEveryJoinWhenOnlyThresholdArmed);
+        let Some(credit) = self
+            .conferences
+            .get_mut(&conf)
+            .and_then(|c| c.credit.as_mut())
+        else {
+            return;
+        };
+        let before = std::mem::replace(&mut credit.last_count, n);
+        if credit.state != CreditState::Open || before == n {
+            return;
+        }
+        let count = TriggerType::ChangeInParticipantsNmb;
+        let threshold_type = TriggerType::ChangeInThresholdOfParticipantsNmb;
+        let crossed = threshold.is_some_and(|t| (before >= t) != (n >= t));
+        // Some(trigger): an Update naming it (None: naming none).
+        let update = if credit.armed.contains(&count) {
+            (!no_update_on_50).then_some(Some(count))
+        } else if credit.armed.contains(&threshold_type) {
+            (crossed || every_on_51).then_some(Some(threshold_type))
+        } else {
+            update_unarmed.then_some(None)
+        };
+        if let Some(trigger) = update {
+            let request = credit.update(n, trigger, now);
+            self.actions.push_back(Action::Credit {
+                session: conf,
+                function: ChargedFunction::ControllingFunction,
+                request,
+            });
         }
     }
 
@@ -725,7 +1095,9 @@ impl FocusCore {
                         },
                     });
                 }
-                if !self.config.has(Deviation::InterimBeforeJoinAnswer) {
+                if self.config.has(Deviation::InterimBeforeJoinAnswer) {
+                    self.credit_changed(conf);
+                } else {
                     self.participant_changed(conf, i);
                 }
             }
@@ -742,7 +1114,9 @@ impl FocusCore {
             Purpose::Bye(i) => {
                 self.participant_mut(conf, i).presence = Presence::Gone;
                 if self.config.has(Deviation::NoInterimOnServerRemoval) {
-                    self.end_if_empty(conf);
+                    if !self.end_if_empty(conf) {
+                        self.credit_changed(conf);
+                    }
                 } else {
                     self.participant_changed(conf, i);
                 }
@@ -784,9 +1158,10 @@ impl FocusCore {
             .is_some_and(|c| c.started);
         if !started && self.config.has(Deviation::GroupStartOnFirstJoin) {
             self.charge(conf, RecordType::Start, n);
-            return;
+        } else {
+            self.charge(conf, RecordType::Interim, n);
         }
-        self.charge(conf, RecordType::Interim, n);
+        self.credit_changed(conf);
     }
 
     /// Ends the session when no participant is attached or about to be.
@@ -797,6 +1172,20 @@ impl FocusCore {
             return false;
         }
         self.charge(conf, RecordType::Stop, 0);
+        let now = self.clock;
+        let termination = self
+            .conferences
+            .get_mut(&conf)
+            .and_then(|c| c.credit.as_mut())
+            .zip(now)
+            .and_then(|(credit, now)| credit.termination(0, now));
+        if let Some(request) = termination {
+            self.actions.push_back(Action::Credit {
+                session: conf,
+                function: ChargedFunction::ControllingFunction,
+                request,
+            });
+        }
         if let Some(c) = self.conferences.remove(&conf) {
             for p in &c.participants {
                 self.legs.remove(&p.call_id);
@@ -1026,6 +1415,7 @@ fn xml_unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const FOCUS: &str = "127.0.0.1:5060";
     const HARNESS: &str = "127.0.0.1:5070";
@@ -1041,6 +1431,7 @@ mod tests {
                 )]),
                 route_users_to: HARNESS.parse().unwrap(),
                 deviations: Vec::new(),
+                online: None,
                 charging: Some(FocusCharging {
                     origin_host: "cf.sut".into(),
                     service_context_id: "32260@3gpp.org".into(),
@@ -1463,5 +1854,306 @@ mod tests {
             now,
         );
         assert_eq!(charges(&drain(&mut core)), [(RecordType::Stop, 3, 0)]);
+    }
+
+    // ------------------------------------------------------------ online
+
+    fn online_core(threshold: Option<u32>, deviations: Vec<Deviation>) -> FocusCore {
+        let mut c = core();
+        c.config.online = Some(FocusOnline {
+            origin_host: "cf.sut".into(),
+            service_context_id: "32260@3gpp.org".into(),
+            requested_time: 60,
+            refusal_status: 402,
+            failure_handling: FailureHandlingMode::Terminate,
+            participant_threshold: threshold,
+        });
+        c.config.deviations = deviations;
+        c
+    }
+
+    fn credits(actions: &[Action]) -> Vec<Ch2Request> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Credit { request, .. } => Some(request.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn granted(req: &Ch2Request, arm: Option<Vec<TriggerType>>) -> Result<Ch2Response, String> {
+        let mut a = Ch2Response::for_request(req, 2001);
+        if let Some(types) = arm {
+            a.triggers = crate::charging::ch2::TriggerArming::arm(types);
+        }
+        Ok(a)
+    }
+
+    const CF: ChargedFunction = ChargedFunction::ControllingFunction;
+
+    /// An ad-hoc session (alice with bob and carol) whose Initial was
+    /// granted at `t0`, arming `arm`: the invitations, in order.
+    fn online_started(
+        core: &mut FocusCore,
+        t0: Instant,
+        arm: Option<Vec<TriggerType>>,
+    ) -> Vec<(TxKey, rsip::Request)> {
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let actions = drain(core);
+        let initial = credits(&actions).remove(0);
+        core.handle_charging_answer(1, CF, granted(&initial, arm), t0);
+        invites(&drain(core))
+    }
+
+    #[test]
+    fn online_the_initial_counts_the_invited_and_the_invitations_wait_for_its_answer() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let actions = drain(&mut core);
+        let sent = credits(&actions);
+        assert_eq!(sent.len(), 1);
+        let initial = &sent[0];
+        assert_eq!(
+            (initial.kind, initial.request_number, initial.participants),
+            (RequestType::Initial, 0, Some(3))
+        );
+        assert_eq!(initial.role, Some(ChargedRole::ControllingFunction));
+        assert_eq!(
+            initial.served_user.as_deref(),
+            Some("sip:alice@test.invalid")
+        );
+        assert_eq!(initial.requested_units(), Some(ServiceUnits::seconds(60)));
+        assert!(
+            invites(&actions).is_empty(),
+            "nobody invited before the answer"
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Respond { .. })),
+            "the chair waits too"
+        );
+        assert!(charges(&actions).is_empty(), "no CH-1 Start yet");
+
+        core.handle_charging_answer(
+            1,
+            CF,
+            granted(initial, None),
+            t0 + Duration::from_millis(300),
+        );
+        let actions = drain(&mut core);
+        let ok_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Respond { response, .. } if response.status_code.code() == 200))
+            .expect("the chair's 200 OK");
+        let first_invite = actions
+            .iter()
+            .position(|a| matches!(a, Action::Request { request, .. } if request.method == rsip::Method::Invite))
+            .unwrap();
+        assert!(ok_at < first_invite);
+        assert_eq!(invites(&actions).len(), 2);
+        assert_eq!(charges(&actions), [(RecordType::Start, 0, 3)]);
+    }
+
+    #[test]
+    fn online_a_refused_initial_answers_the_chair_invites_nobody_and_terminates_nothing() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let initial = credits(&drain(&mut core)).remove(0);
+        core.handle_charging_answer(1, CF, Ok(Ch2Response::for_request(&initial, 4012)), t0);
+        let actions = drain(&mut core);
+        assert!(
+            matches!(&actions[0], Action::Respond { response, .. } if response.status_code.code() == 402),
+            "{actions:?}"
+        );
+        assert!(invites(&actions).is_empty());
+        assert!(credits(&actions).is_empty(), "no Termination");
+        assert!(charges(&actions).is_empty());
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Forget { session: 1 })
+        ));
+        // A late answer for the gone conference is nobody's.
+        core.handle_charging_answer(1, CF, Err("late".into()), t0);
+        assert!(drain(&mut core).is_empty());
+    }
+
+    #[test]
+    fn online_no_answer_within_tx_rejects_the_chair_with_504() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        drain(&mut core);
+        core.handle_charging_answer(1, CF, Err("no answer within Tx".into()), t0);
+        let actions = drain(&mut core);
+        assert!(
+            matches!(&actions[0], Action::Respond { response, .. } if response.status_code.code() == 504)
+        );
+        assert!(invites(&actions).is_empty());
+    }
+
+    #[test]
+    fn online_participants_trigger_armed_updates_on_every_join_and_departure() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInParticipantsNmb]),
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t1);
+        let updates = credits(&drain(&mut core));
+        assert_eq!(updates.len(), 1);
+        let u = &updates[0];
+        assert_eq!(
+            (u.kind, u.request_number, u.participants),
+            (RequestType::Update, 1, Some(2))
+        );
+        assert_eq!(u.triggers(), [TriggerType::ChangeInParticipantsNmb]);
+        assert_eq!(
+            u.reporting_reason(),
+            Some(ReportingReason::RatingConditionChange)
+        );
+        assert_eq!(u.used_units(), Some(ServiceUnits::seconds(5)));
+        assert_eq!(u.requested_units(), Some(ServiceUnits::seconds(60)));
+        core.handle_charging_answer(1, CF, granted(u, None), t1);
+        drain(&mut core);
+        // carol refuses: nothing changed, nothing charged.
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 486, "c1")), t1);
+        assert!(credits(&drain(&mut core)).is_empty());
+    }
+
+    #[test]
+    fn online_threshold_trigger_updates_only_when_the_count_meets_or_crosses_it() {
+        let mut core = online_core(Some(3), vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInThresholdOfParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert!(credits(&drain(&mut core)).is_empty(), "2 < 3: no Update");
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 200, "c1")), t0);
+        let updates = credits(&drain(&mut core));
+        assert_eq!(updates.len(), 1, "3 meets the threshold");
+        assert_eq!(updates[0].participants, Some(3));
+        assert_eq!(
+            updates[0].triggers(),
+            [TriggerType::ChangeInThresholdOfParticipantsNmb]
+        );
+    }
+
+    #[test]
+    fn online_nothing_armed_no_update_and_a_later_answer_may_arm_or_disarm() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(&mut core, t0, None);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        let actions = drain(&mut core);
+        assert!(credits(&actions).is_empty(), "nothing armed: no Update");
+        assert_eq!(
+            charges(&actions),
+            [(RecordType::Interim, 1, 2)],
+            "CH-1 as before"
+        );
+        // Armed by the Initial's answer, disarmed by the Update's.
+        let mut core = online_core(None, vec![]);
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        let update = credits(&drain(&mut core)).remove(0);
+        // The Update's answer disarms all (an empty Trigger).
+        core.handle_charging_answer(1, CF, granted(&update, Some(vec![])), t0);
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 200, "c1")), t0);
+        assert!(credits(&drain(&mut core)).is_empty(), "disarmed: no Update");
+    }
+
+    #[test]
+    fn online_the_end_of_the_group_session_terminates_with_the_time_used() {
+        let mut core = online_core(None, vec![]);
+        let t0 = Instant::now();
+        let sent = online_started(&mut core, t0, None);
+        core.handle_sip(response(&sent[1].0, answer(&sent[1].1, 486, "c1")), t0);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        drain(&mut core);
+        let t1 = t0 + Duration::from_secs(7);
+        assert!(core.terminate("group@test", t1));
+        let byes: Vec<(TxKey, rsip::Request)> = drain(&mut core)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Request { key, request, .. } => Some((key, request)),
+                _ => None,
+            })
+            .collect();
+        for (key, bye) in &byes {
+            core.handle_sip(
+                response(key, response_to(bye, rsip::StatusCode::OK, None)),
+                t1,
+            );
+        }
+        let actions = drain(&mut core);
+        let terminations = credits(&actions);
+        assert_eq!(terminations.len(), 1);
+        let t = &terminations[0];
+        assert_eq!((t.kind, t.request_number), (RequestType::Termination, 1));
+        assert_eq!(t.used_units(), Some(ServiceUnits::seconds(7)));
+        let term_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Credit { .. }))
+            .unwrap();
+        let forget_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::Forget { .. }))
+            .unwrap();
+        assert!(term_at < forget_at);
+    }
+
+    #[test]
+    fn online_deviations_break_one_rule_each() {
+        let t0 = Instant::now();
+        // Invitations with the Initial, before its answer.
+        let mut core = online_core(None, vec![Deviation::InvitationsBeforeCreditAnswer]);
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let actions = drain(&mut core);
+        assert_eq!(credits(&actions).len(), 1);
+        assert_eq!(invites(&actions).len(), 2);
+        // Invitations although refused.
+        let mut core = online_core(None, vec![Deviation::GroupInvitationsAfterRefusal]);
+        core.handle_sip(incoming(group_invite("conf-factory", LIST)), t0);
+        let initial = credits(&drain(&mut core)).remove(0);
+        core.handle_charging_answer(1, CF, Ok(Ch2Response::for_request(&initial, 4012)), t0);
+        assert_eq!(invites(&drain(&mut core)).len(), 2);
+        // 50 armed, no Update.
+        let mut core = online_core(None, vec![Deviation::NoUpdateWhenParticipantsTriggerArmed]);
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert!(credits(&drain(&mut core)).is_empty());
+        // Nothing armed, an Update anyway.
+        let mut core = online_core(None, vec![Deviation::UpdateOnJoinWhenNothingArmed]);
+        let sent = online_started(&mut core, t0, None);
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert_eq!(credits(&drain(&mut core)).len(), 1);
+        // 51 armed, an Update below the threshold.
+        let mut core = online_core(
+            Some(3),
+            vec![Deviation::UpdateOnEveryJoinWhenOnlyThresholdArmed],
+        );
+        let sent = online_started(
+            &mut core,
+            t0,
+            Some(vec![TriggerType::ChangeInThresholdOfParticipantsNmb]),
+        );
+        core.handle_sip(response(&sent[0].0, answer(&sent[0].1, 200, "b1")), t0);
+        assert_eq!(credits(&drain(&mut core)).len(), 1);
     }
 }

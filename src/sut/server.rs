@@ -19,7 +19,7 @@ use super::b2bua::B2buaCore;
 use super::config::{ConferenceConfig, Shape, SutConfig};
 use super::core::{Action, SessionCore, WithFocus};
 use super::deviation::Deviation;
-use super::focus::{FocusCharging, FocusConfig, FocusCore};
+use super::focus::{FocusCharging, FocusConfig, FocusCore, FocusOnline};
 use super::proxy::ProxyCore;
 use crate::charging::ch1::Ch1Request;
 use crate::charging::ch2::{Ch2Request, Ch2Response};
@@ -190,6 +190,21 @@ fn focus_config(config: &SutConfig, conference: &ConferenceConfig) -> FocusConfi
             .map(|c| FocusCharging {
                 origin_host: c.origin_host.clone(),
                 service_context_id: c.service_context_id.clone(),
+            }),
+        // Online when the server's online functions list the Controlling
+        // Function (and there is a Charging Enabler to ask).
+        online: config
+            .online
+            .as_ref()
+            .filter(|o| o.functions.contains(&ChargedFunction::ControllingFunction))
+            .zip(config.charging.as_ref())
+            .map(|(o, c)| FocusOnline {
+                origin_host: c.origin_host.clone(),
+                service_context_id: c.service_context_id.clone(),
+                requested_time: o.requested_time,
+                refusal_status: o.refusal_status,
+                failure_handling: o.failure_handling,
+                participant_threshold: o.participant_threshold,
             }),
         deviations: config.deviations.clone(),
     }

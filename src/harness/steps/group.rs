@@ -9,7 +9,9 @@ use super::sip::{
     StepResult, await_final, await_request, contact_uri, in_dialog_request, log_sent_request,
 };
 use crate::charging::ch1::RecordType;
+use crate::charging::ch2::{RequestType, TriggerType};
 use crate::harness::expect::record_type_named;
+use crate::harness::online::{kind_name, line as online_line};
 use crate::harness::rules;
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{GroupSession, Leg, SipWhat, World, record_line};
@@ -496,6 +498,313 @@ async fn arrives_with_count(w: &mut World, kind: String, count: u32) -> StepResu
             format!("the {function} serving {chair}"),
             format!("a {} with {count} participants", kind.ch1_name()),
             observed,
+        ));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ online (6.3.3)
+
+/// The Charging Trigger Conditions the OCS has armed on the Controlling
+/// Function's CH-2 session of this scenario (none before its Initial).
+fn armed(w: &World) -> Vec<TriggerType> {
+    let Some(first) = w
+        .online_records_for(ChargedFunction::ControllingFunction)
+        .into_iter()
+        .next()
+    else {
+        return Vec::new();
+    };
+    w.ctx
+        .enabler
+        .ocs_session(&first.request.session_id)
+        .map(|s| s.armed)
+        .unwrap_or_default()
+}
+
+/// The 6.3.3.3 rule an UpdateRequest for a join or departure answers to,
+/// by what is armed.
+fn update_rule(armed: &[TriggerType]) -> &'static rules::Rule {
+    if armed.contains(&TriggerType::ChangeInParticipantsNmb) {
+        &rules::ON_GROUP_UPDATE_ON_CHANGE_WHEN_ARMED
+    } else if armed.contains(&TriggerType::ChangeInThresholdOfParticipantsNmb) {
+        &rules::ON_GROUP_UPDATE_ONLY_AT_THRESHOLD
+    } else {
+        &rules::ON_GROUP_NO_UPDATE_UNARMED
+    }
+}
+
+#[when(regex = r"^(\w+) tries to start an ad-hoc group session with (\w+(?:(?:, | and )\w+)*)$")]
+async fn try_start_ad_hoc(w: &mut World, chair: String, members: String) -> StepResult {
+    let Some(factory) = w
+        .profile()
+        .groups
+        .as_ref()
+        .and_then(|g| g.conference_factory.clone())
+    else {
+        return Err(w.harness_error("the SUT profile declares no groups.conference_factory"));
+    };
+    let domain = w.profile().sut.domain.clone();
+    let mut recipients = Vec::new();
+    for m in names(&members) {
+        if !w.users.contains_key(&m) {
+            w.add_user(&m);
+        }
+        recipients.push(w.user(&m)?.uri.clone());
+    }
+    let p = invite_from(w, &chair, format!("sip:{factory}@{domain}"))?;
+    let invite = message::cpm_group_invite(&p, &recipients)
+        .map_err(|e| StepFailure::Harness(e.to_string()))?;
+    w.group = Some(GroupSession::default());
+    w.originator = Some(chair.clone());
+    let sut = w.ctx.sut_sip;
+    let at = w
+        .user(&chair)?
+        .send_request(invite.clone(), sut)
+        .await
+        .map(|(_, at)| at)
+        .map_err(|e| StepFailure::Harness(format!("{chair}'s INVITE not sent: {e}")))?;
+    log_sent_request(w, at, &chair, rsip::Method::Invite);
+    w.legs.insert(
+        chair,
+        Leg {
+            invite,
+            invite_key: None,
+            local_tag: p.from_tag,
+            dialog: None,
+            pending: Vec::new(),
+            ended: false,
+        },
+    );
+    Ok(())
+}
+
+/// 6.3.3.2: a refused InitialRequest answers the chair with the profile's
+/// refusal status (else any 4xx-6xx) and invites nobody.
+#[then(
+    regex = r"^(\w+)'s group INVITE is rejected and (\w+(?:(?:, | and )\w+)*) (?:receives|receive) no invitation$"
+)]
+async fn group_rejected(w: &mut World, chair: String, members: String) -> StepResult {
+    let rule = &rules::ON_GROUP_REFUSAL_INVITES_NOBODY;
+    let expected = w.profile().online().and_then(|o| o.refusal_status);
+    let response = await_final(w, &chair, rsip::Method::Invite, false).await?;
+    let code = response.as_ref().map(|r| r.status_code.code());
+    let ok = match (code, expected) {
+        (Some(c), Some(e)) => c == e,
+        (Some(c), None) => (400..700).contains(&c),
+        (None, _) => false,
+    };
+    if !ok {
+        if code.is_some_and(|c| (200..300).contains(&c)) {
+            w.leg(&chair)?.ended = true;
+        }
+        let want = expected.map_or("a 4xx-6xx final response".to_owned(), |e| e.to_string());
+        return Err(w.fail(
+            rule,
+            format!("{chair}'s INVITE to the group"),
+            want,
+            code.map_or("no final response".to_owned(), |c| c.to_string()),
+        ));
+    }
+    w.leg(&chair)?.ended = true;
+    let quiet = w.profile().timers.quiet;
+    for member in names(&members) {
+        if let Some(pending) = await_request(w, &member, rsip::Method::Invite, false, quiet).await?
+        {
+            // Kept, so that the teardown leaves no invitation unanswered.
+            let tag = w.user(&member)?.new_tag();
+            w.legs.insert(
+                member.clone(),
+                Leg {
+                    invite: pending.request,
+                    invite_key: Some(pending.key),
+                    local_tag: tag,
+                    dialog: None,
+                    pending: Vec::new(),
+                    ended: true,
+                },
+            );
+            return Err(w.fail(
+                rule,
+                format!("{chair}'s INVITE to the group"),
+                format!("no invitation to {member} after the refusal"),
+                format!("{member} received the SUT's INVITE"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 6.3.3.2: the member's invitation comes only after the OCS answered the
+/// Controlling Function's InitialRequest.
+#[then(
+    regex = r"^(\w+) receives the group invitation only after the OCS answered (\w+)'s InitialRequest$"
+)]
+async fn invited_after_answer(w: &mut World, member: String, chair: String) -> StepResult {
+    invitation(w, &member).await?;
+    let received = w.sip_event(
+        &member,
+        false,
+        &SipWhat::Request {
+            method: rsip::Method::Invite,
+            reinvite: false,
+        },
+    );
+    let Some(received) = received else {
+        return Err(w.harness_error(format!("{member} received no INVITE in this scenario")));
+    };
+    let function = ChargedFunction::ControllingFunction;
+    let records = w.online_records_for(function);
+    let answered = super::online::answered_at(&records, RequestType::Initial);
+    if answered.is_none_or(|at| received < at) {
+        let mut observed: Vec<String> = records.iter().map(online_line).collect();
+        observed.push(match answered {
+            Some(_) => format!("{member} received the invitation before the OCS's answer"),
+            None => format!("{member} received the invitation; the OCS has not answered"),
+        });
+        return Err(w.fail(
+            &rules::ON_GROUP_INVITE_AFTER_ANSWER,
+            format!("the {function} serving {chair}"),
+            format!("the OCS's answer to {chair}'s InitialRequest, then {member}'s invitation"),
+            observed.join("\n"),
+        ));
+    }
+    Ok(())
+}
+
+/// The Controlling Function's next CH-2 request of `kind` (Initial or
+/// Update) with the participant count; an Update names the armed
+/// Trigger-Type (6.3.3.3).
+#[then(
+    regex = r"^a CH-2 (InitialRequest|UpdateRequest) arrives from the Controlling Function with (\d+) participants?$"
+)]
+async fn online_arrives_with_count(w: &mut World, kind: String, count: u32) -> StepResult {
+    if w.group.is_none() {
+        return Err(w.harness_error("no group session in this scenario"));
+    }
+    let function = ChargedFunction::ControllingFunction;
+    if !w.online_functions().contains(&function) {
+        return Err(w.harness_error(
+            "the SUT profile lists no online Controlling Function (charging.online.functions)",
+        ));
+    }
+    let kind = if kind == "InitialRequest" {
+        RequestType::Initial
+    } else {
+        RequestType::Update
+    };
+    let chair = w.originator.clone().unwrap_or_default();
+    let armed = armed(w);
+    let rule = match kind {
+        RequestType::Initial => &rules::ON_INITIAL_ON_INVITE,
+        _ => update_rule(&armed),
+    };
+    let after = w
+        .online_marks
+        .get(&function)
+        .copied()
+        .unwrap_or(w.started_at);
+    let timeout = w.profile().timers.charging;
+    let Some(found) = w.wait_online(function, kind, after, timeout).await else {
+        let observed: Vec<String> = w
+            .online_records_for(function)
+            .iter()
+            .map(online_line)
+            .collect();
+        let armed_text = if armed.is_empty() {
+            "nothing armed".to_owned()
+        } else {
+            armed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(w.fail(
+            rule,
+            format!("the {function} serving {chair}"),
+            format!(
+                "a CH-2 {} within {timeout:?} ({armed_text})",
+                kind_name(kind)
+            ),
+            format!("none; its CH-2 requests so far:\n{}", observed.join("\n")),
+        ));
+    };
+    w.online_marks.insert(function, found.record.stamp);
+    w.watermark = w.watermark.max(found.record.stamp);
+    let seen = found.request.participants;
+    if seen != Some(count) {
+        let rule = match kind {
+            RequestType::Initial => &rules::GROUP_PARTICIPANT_COUNT,
+            _ => rule,
+        };
+        return Err(w.fail(
+            rule,
+            format!("the {function} serving {chair}"),
+            format!("a CH-2 {} with {count} participants", kind_name(kind)),
+            match seen {
+                Some(n) => format!("{n} participants: {}", online_line(&found)),
+                None => format!("no Number-Of-Participants: {}", online_line(&found)),
+            },
+        ));
+    }
+    if kind == RequestType::Update {
+        let named = found.request.triggers();
+        let owed: Vec<TriggerType> = armed
+            .iter()
+            .copied()
+            .filter(|t| {
+                matches!(
+                    t,
+                    TriggerType::ChangeInParticipantsNmb
+                        | TriggerType::ChangeInThresholdOfParticipantsNmb
+                )
+            })
+            .collect();
+        if !owed.is_empty() && !owed.iter().any(|t| named.contains(t)) {
+            return Err(w.fail(
+                rule,
+                format!("the {function} serving {chair}"),
+                format!(
+                    "an UpdateRequest whose Trigger names {}",
+                    owed.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+                format!("Trigger-Types {named:?}: {}", online_line(&found)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 6.3.3.3: no UpdateRequest from the Controlling Function since its last
+/// awaited request; the rule broken depends on what is armed.
+#[then(regex = r"^no CH-2 UpdateRequest arrives from the Controlling Function$")]
+async fn no_online_update(w: &mut World) -> StepResult {
+    let function = ChargedFunction::ControllingFunction;
+    let after = w
+        .online_marks
+        .get(&function)
+        .copied()
+        .unwrap_or(w.started_at);
+    tokio::time::sleep(w.profile().timers.quiet).await;
+    super::charging::require_link(w, "no UpdateRequest arriving")?;
+    let seen: Vec<String> = w
+        .online_records_for(function)
+        .iter()
+        .filter(|r| r.record.stamp > after && r.request.kind == RequestType::Update)
+        .map(online_line)
+        .collect();
+    if !seen.is_empty() {
+        let armed = armed(w);
+        let chair = w.originator.clone().unwrap_or_default();
+        return Err(w.fail(
+            update_rule(&armed),
+            format!("the {function} serving {chair}"),
+            "no CH-2 UpdateRequest for this change",
+            seen.join("\n"),
         ));
     }
     Ok(())

@@ -6,7 +6,7 @@
 use cucumber::{given, then, when};
 
 use super::sip::{StepResult, await_final, send_invite};
-use crate::charging::ch2::{FinalUnitAction, RequestType, ServiceUnits};
+use crate::charging::ch2::{FinalUnitAction, RequestType, ServiceUnits, TriggerType};
 use crate::charging::enabler::AnswerOutcome;
 use crate::charging::ocs::{OcsAnswer, OcsSelector};
 use crate::harness::online::{OnlineRecord, kind_name, kind_named, line};
@@ -51,6 +51,25 @@ async fn hold_answer(w: &mut World, user: String, kind: String) -> StepResult {
     let kind = kind_of(w, &kind)?;
     let hold = w.profile().timers.hold_back;
     script(w, &user, kind, OcsAnswer::success().after(hold))
+}
+
+/// 6.3.3.3: the answer to the InitialRequest arms a Charging Trigger
+/// Condition (`participants-number`: 50, `participants-threshold`: 51) or,
+/// with an empty Trigger, none.
+#[given(
+    regex = r"^the OCS arms (the participants-number trigger|the participants-threshold trigger|no trigger) for (\w+)'s CH-2 session$"
+)]
+async fn arm(w: &mut World, which: String, user: String) -> StepResult {
+    let answer = match which.as_str() {
+        "the participants-number trigger" => {
+            OcsAnswer::success().arm([TriggerType::ChangeInParticipantsNmb])
+        }
+        "the participants-threshold trigger" => {
+            OcsAnswer::success().arm([TriggerType::ChangeInThresholdOfParticipantsNmb])
+        }
+        _ => OcsAnswer::success().disarm(),
+    };
+    script(w, &user, RequestType::Initial, answer)
 }
 
 #[given(regex = r"^the OCS grants (\w+) (\d+) seconds? with final units TERMINATE$")]
@@ -227,7 +246,7 @@ async fn none_arrives(w: &mut World, kind: String) -> StepResult {
 }
 
 /// When the OCS sent its answer to the function's last request of `kind`.
-fn answered_at(records: &[OnlineRecord], kind: RequestType) -> Option<Stamp> {
+pub(super) fn answered_at(records: &[OnlineRecord], kind: RequestType) -> Option<Stamp> {
     records
         .iter()
         .rev()
