@@ -444,7 +444,9 @@ fn the_certificate_names_the_sut_the_suite_and_the_verdicts_per_clause() {
     assert!(cert["capabilities"]["offline"].is_array(), "{cert}");
     // The reference profile charges online too: its functions are listed.
     assert!(
-        cert["capabilities"]["online"].to_string().contains("originating_pf"),
+        cert["capabilities"]["online"]
+            .to_string()
+            .contains("originating_pf"),
         "{cert}"
     );
     // With what and when.

@@ -135,6 +135,10 @@ pub struct GroupSession {
     /// The session's own URI (the focus's Contact in its 200 OK to the
     /// chair), where dial-ins go.
     pub session_uri: Option<String>,
+    /// Everyone the SUT was asked to invite (the list, the group's members,
+    /// those added by REFER): the teardown declines an invitation that
+    /// comes late, so that the group session ends.
+    pub invited: Vec<String>,
     /// The participant whose re-INVITE the focus is forwarding.
     pub modifier: Option<String>,
 }

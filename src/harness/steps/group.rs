@@ -67,7 +67,7 @@ async fn start_ad_hoc(w: &mut World, chair: String, members: String) -> StepResu
     let p = invite_from(w, &chair, format!("sip:{factory}@{domain}"))?;
     let invite = message::cpm_group_invite(&p, &recipients)
         .map_err(|e| StepFailure::Harness(e.to_string()))?;
-    start(w, &chair, invite, p.from_tag).await
+    start(w, &chair, invite, p.from_tag, names(&members)).await
 }
 
 #[when(regex = r#"^(\w+) starts a session with the pre-defined group "([\w-]+)"$"#)]
@@ -89,13 +89,22 @@ async fn start_pre_defined(w: &mut World, chair: String, group: String) -> StepR
     let domain = w.profile().sut.domain.clone();
     let p = invite_from(w, &chair, format!("sip:{group}@{domain}"))?;
     let invite = message::cpm_invite(&p).map_err(|e| StepFailure::Harness(e.to_string()))?;
-    start(w, &chair, invite, p.from_tag).await
+    start(w, &chair, invite, p.from_tag, members).await
 }
 
 /// The chair's INVITE to the Controlling Function: answered 200 OK with the
 /// session's own URI in Contact, and ACKed.
-async fn start(w: &mut World, chair: &str, invite: rsip::Request, tag: String) -> StepResult {
-    w.group = Some(GroupSession::default());
+async fn start(
+    w: &mut World,
+    chair: &str,
+    invite: rsip::Request,
+    tag: String,
+    invited: Vec<String>,
+) -> StepResult {
+    w.group = Some(GroupSession {
+        invited,
+        ..GroupSession::default()
+    });
     w.originator = Some(chair.to_owned());
     let sut = w.ctx.sut_sip;
     let at = w
@@ -122,10 +131,9 @@ async fn start(w: &mut World, chair: &str, invite: rsip::Request, tag: String) -
         .dialog
         .as_ref()
         .map(|d| d.remote_target.to_string());
-    w.group = Some(GroupSession {
-        session_uri,
-        modifier: None,
-    });
+    if let Some(g) = w.group.as_mut() {
+        g.session_uri = session_uri;
+    }
     Ok(())
 }
 
@@ -319,6 +327,9 @@ async fn refer_add(w: &mut World, chair: String, member: String) -> StepResult {
         w.add_user(&member);
     }
     let uri = w.user(&member)?.uri.clone();
+    if let Some(g) = w.group.as_mut() {
+        g.invited.push(member.clone());
+    }
     refer(w, &chair, format!("<{uri}>"), &format!("add {member}")).await
 }
 
@@ -555,7 +566,10 @@ async fn try_start_ad_hoc(w: &mut World, chair: String, members: String) -> Step
     let p = invite_from(w, &chair, format!("sip:{factory}@{domain}"))?;
     let invite = message::cpm_group_invite(&p, &recipients)
         .map_err(|e| StepFailure::Harness(e.to_string()))?;
-    w.group = Some(GroupSession::default());
+    w.group = Some(GroupSession {
+        invited: names(&members),
+        ..GroupSession::default()
+    });
     w.originator = Some(chair.clone());
     let sut = w.ctx.sut_sip;
     let at = w
@@ -810,8 +824,39 @@ async fn no_online_update(w: &mut World) -> StepResult {
     Ok(())
 }
 
-/// After the scenario: every participant still in the session leaves it.
+/// After the scenario: an invitation that has not reached its invitee yet
+/// is declined when it comes (the group session could not end while it is
+/// pending: the 100 Trying stops the SUT's Timer B), then every participant
+/// still in the session leaves it.
 pub async fn teardown(w: &mut World) {
+    let chair_in = w
+        .originator
+        .as_ref()
+        .and_then(|c| w.legs.get(c))
+        .is_some_and(|l| l.dialog.is_some());
+    let late: Vec<String> = w
+        .group
+        .as_ref()
+        .map(|g| g.invited.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| chair_in && !w.legs.contains_key(m))
+        .collect();
+    let wait = w.profile().timers.sip_answer;
+    for member in late {
+        if let Ok(Some(pending)) =
+            await_request(w, &member, rsip::Method::Invite, false, wait).await
+        {
+            let response = crate::sip::transaction::response_to(
+                &pending.request,
+                rsip::StatusCode::BusyHere,
+                Some(&crate::sip::dialog::new_tag()),
+            );
+            if let Some(user) = w.users.get_mut(&member) {
+                let _ = user.send_response(&pending.key, response).await;
+            }
+        }
+    }
     let live: Vec<String> = w
         .legs
         .iter()

@@ -1055,6 +1055,17 @@ pub async fn teardown(w: &mut World) {
                 200
             };
             let _ = answer_pending(w, &name, &key, &request, status).await;
+            // A declined group invitation: that invitee is done with.
+            if request.method == rsip::Method::Invite && w.group.is_some() {
+                w.legs.entry(name.clone()).or_insert_with(|| Leg {
+                    invite: request.clone(),
+                    invite_key: None,
+                    local_tag: String::new(),
+                    dialog: None,
+                    pending: Vec::new(),
+                    ended: true,
+                });
+            }
             if request.method == rsip::Method::Bye
                 && let Some(leg) = w.legs.get_mut(&name)
             {
