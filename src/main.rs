@@ -29,6 +29,7 @@ use cpmcc::report::baseline::{Baseline, Comparison};
 use cpmcc::report::capture::{self, WireRecorder};
 use cpmcc::report::catalog;
 use cpmcc::report::certificate::{self, Certificate, Gate, Hashes, Identity};
+use cpmcc::report::html;
 use cpmcc::report::run_dir::{self, RunDir};
 use cpmcc::report::sanitize::escape;
 use cpmcc::sut::{self, Deviation, SutConfig};
@@ -512,6 +513,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             &serde_json::to_string_pretty(&cert)?,
         )?;
         write_whole(&dir.path.join(CERTIFICATE_MD), &cert.to_markdown())?;
+        write_whole(
+            &dir.path.join(html::FILE_NAME),
+            &html::render(&summary, gate),
+        )?;
         eprintln!(
             "cpmcc: reports in {} ({} points there)",
             dir.path.display(),

@@ -29,7 +29,7 @@ use crate::profile::{SutProfile, Transport};
 use crate::sip::agent::Agent;
 use crate::sip::transaction::{Target, TransportKind};
 use crate::sut::{self, Deviation, SutConfig};
-use verdict::{ScenarioResult, StepFailure, Summary, Verdict, Violation};
+use verdict::{BrokenRule, Ladder, ScenarioResult, StepFailure, Summary, Verdict, Violation};
 use world::{Context, World};
 
 /// What to run, against what.
@@ -579,6 +579,7 @@ async fn run_features(
                         known_deviation: None,
                         warnings: Vec::new(),
                         duration: Duration::ZERO,
+                        ladder: Ladder::default(),
                     };
                     filter_ctx
                         .results
@@ -830,6 +831,7 @@ async fn after_scenario(
         known_deviation: None,
         warnings: Vec::new(),
         duration: Duration::ZERO,
+        ladder: Ladder::default(),
     };
     let Some(w) = world else {
         result.verdict = Verdict::Error;
@@ -878,6 +880,24 @@ async fn after_scenario(
         result.rules.insert(0, rule.id);
     }
     add_violations(&mut result, &judgement.violations, None);
+    // The report's diagram: what happened, and the rules broken on it.
+    result.ladder = steps::judge::ladder(w);
+    let failed_step = match &w.outcome {
+        Some(StepFailure::Fail(v)) => Some(v),
+        _ => None,
+    };
+    let known: Vec<&Violation> = judgement
+        .harness
+        .iter()
+        .chain(failed_step)
+        .chain(&judgement.violations)
+        .collect();
+    result.ladder.broken = result
+        .rules
+        .iter()
+        .filter_map(|id| known.iter().find(|v| v.rule.id == *id))
+        .map(|v| BrokenRule::from(*v))
+        .collect();
     result.warnings = std::mem::take(&mut w.warnings);
     // What the SUT sent that is odd but legal: shown, never failed on.
     for record in expect::scenario_records(records, &facts) {
@@ -1080,6 +1100,7 @@ mod tests {
             known_deviation: None,
             warnings: Vec::new(),
             duration: Duration::ZERO,
+            ladder: Ladder::default(),
         }
     }
 

@@ -160,6 +160,92 @@ pub struct ScenarioResult {
     pub served_users: Vec<String>,
     #[serde(serialize_with = "millis")]
     pub duration: Duration,
+    /// What happened, as a ladder diagram: SIP and charging in time order,
+    /// and the rules broken to mark on it.
+    pub ladder: Ladder,
+}
+
+/// A scenario's messages in time order, one arrow each, between lifelines:
+/// a test user by role name, [`Ladder::SUT`], [`Ladder::ENABLER`]. Every
+/// text is escaped (control characters) as it is built; the HTML report
+/// escapes it again for HTML.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ladder {
+    /// Left to right: the test users, then the SUT, then the Charging Enabler.
+    pub lifelines: Vec<String>,
+    /// At most [`Ladder::MAX_EVENTS`], in time order.
+    pub events: Vec<LadderEvent>,
+    /// Events past [`Ladder::MAX_EVENTS`], counted, not kept.
+    pub more: usize,
+    /// The rules broken, with expected against observed, the first one
+    /// first, to mark on the diagram.
+    pub broken: Vec<BrokenRule>,
+}
+
+impl Ladder {
+    pub const SUT: &'static str = "SUT";
+    pub const ENABLER: &'static str = "Charging Enabler";
+    /// A scenario's ladder keeps this many events.
+    pub const MAX_EVENTS: usize = 500;
+
+    /// Builds a ladder from events in any order: sorted by `key` (the
+    /// harness timeline), cut at [`Ladder::MAX_EVENTS`].
+    pub fn of<K: Ord>(lifelines: Vec<String>, mut events: Vec<(K, LadderEvent)>) -> Self {
+        events.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = events.len().saturating_sub(Self::MAX_EVENTS);
+        events.truncate(Self::MAX_EVENTS);
+        Ladder {
+            lifelines,
+            events: events.into_iter().map(|(_, e)| e).collect(),
+            more,
+            broken: Vec::new(),
+        }
+    }
+}
+
+/// One arrow of a ladder.
+#[derive(Debug, Clone, Serialize)]
+pub struct LadderEvent {
+    /// Milliseconds since the scenario started.
+    pub at_ms: u64,
+    pub from: String,
+    pub to: String,
+    /// `INVITE`, `200 (INVITE)`, `ACR Start #0`, `ACA 2001`.
+    pub label: String,
+    /// What else is known of it (a charging record's whole line).
+    pub detail: String,
+}
+
+/// A broken rule as reports show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokenRule {
+    pub rule: &'static str,
+    pub clause: &'static str,
+    pub text: &'static str,
+    #[serde(serialize_with = "escaped_str")]
+    pub subject: String,
+    #[serde(serialize_with = "escaped_str")]
+    pub expected: String,
+    #[serde(serialize_with = "escaped_str")]
+    pub observed: String,
+}
+
+impl From<&Violation> for BrokenRule {
+    fn from(v: &Violation) -> Self {
+        BrokenRule {
+            rule: v.rule.id,
+            clause: v.rule.clause,
+            text: v.rule.text,
+            subject: v.subject.clone(),
+            expected: v.expected.clone(),
+            observed: v.observed.clone(),
+        }
+    }
+}
+
+/// Lines kept, each escaped (see [`escape_lines`]).
+fn escaped_str<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape_lines(text).collect::<Vec<_>>().join("\n"))
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -360,6 +446,7 @@ mod tests {
             known_deviation: known.then(|| "ticket".into()),
             warnings: vec![],
             duration: Duration::ZERO,
+            ladder: Ladder::default(),
         }
     }
 

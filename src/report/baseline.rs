@@ -373,6 +373,7 @@ mod tests {
             known_deviation: known.then(|| "ticket".into()),
             warnings: vec![],
             duration: Duration::ZERO,
+            ladder: Default::default(),
         }
     }
 

@@ -496,6 +496,7 @@ mod tests {
             known_deviation: known.map(Into::into),
             warnings: vec![],
             duration: std::time::Duration::ZERO,
+            ladder: Default::default(),
         };
         let summary = Summary {
             results: vec![

@@ -3,12 +3,14 @@
 //! belonged to no scenario ([`strays`]), one folder per run
 //! ([`run_dir`]), the catalogue of test purposes ([`catalog`]), baselines
 //! to compare runs against ([`baseline`]), the run's certificate
-//! ([`certificate`]) and its packet capture ([`capture`]).
+//! ([`certificate`]), its packet capture ([`capture`]) and its HTML page
+//! ([`html`]).
 
 pub mod baseline;
 pub mod capture;
 pub mod catalog;
 pub mod certificate;
+pub mod html;
 pub mod run_dir;
 pub mod sanitize;
 pub mod strays;
