@@ -85,7 +85,7 @@ struct RunArgs {
     #[arg(long)]
     tags: Option<String>,
     /// Scenarios run at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = cpmcc::harness::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Bind harness and embedded-SUT sockets on free ports instead of the profile's.
     #[arg(long)]

@@ -32,6 +32,12 @@ use crate::sut::{self, Deviation, SutConfig};
 use verdict::{BrokenRule, Ladder, ScenarioResult, StepFailure, Summary, Verdict, Violation};
 use world::{Context, World};
 
+/// Scenarios run at once by default. They wait on the SUT far more than they
+/// compute, so the suite's wall time is its longest scenario (the inactivity
+/// timer's) only when all can start together: at 16 the later ones queued
+/// behind the first and the suite took 3.3 s instead of 2.85 s.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
 /// What to run, against what.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
