@@ -207,6 +207,12 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             vec![by(&["ON-INIT-01", "ON-INIT-02"], "on.initial.on-invite")]
         }
         Deviation::NoTerminationOnBye => vec![by(&["ON-TERM-01"], "on.termination.on-client-bye")],
+        Deviation::NoUpdateOnExhaustedQuota => {
+            vec![by(&["ON-CC-01"], "on.credit.reauthorise-when-spent")]
+        }
+        Deviation::NoUpdateOnValidityTime => {
+            vec![by(&["ON-CC-02"], "on.credit.reauthorise-when-invalid")]
+        }
         Deviation::InterimBeforeStart => {
             vec![by(&["OFF-INIT-01"], "off.session.start-first")]
         }

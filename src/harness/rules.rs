@@ -234,6 +234,16 @@ pub const ON_USED_UNITS_AS_USED: Rule = sut(
     "6.3.3.7",
     "the units reported used are the units used: over a CH-2 session, no more CC-Time than the session lasted (to the second)",
 );
+pub const ON_REAUTHORISE_WHEN_SPENT: Rule = sut(
+    "on.credit.reauthorise-when-spent",
+    "6.3.3 (RFC 4006)",
+    "granted units without a final-unit indication, once spent, are re-authorised with an UpdateRequest (Reporting-Reason QUOTA_EXHAUSTED)",
+);
+pub const ON_REAUTHORISE_WHEN_INVALID: Rule = sut(
+    "on.credit.reauthorise-when-invalid",
+    "6.3.3 (RFC 4006)",
+    "when a grant's Validity-Time runs out, the SUT asks again with an UpdateRequest (Reporting-Reason VALIDITY_TIME)",
+);
 pub const ON_ONE_INITIAL: Rule = sut(
     "online.one-initial",
     "every flow",
@@ -371,6 +381,8 @@ pub const ALL: &[&Rule] = &[
     &ON_TERMINATION_ON_SERVER_BYE,
     &ON_FINAL_UNITS_END_SESSION,
     &ON_USED_UNITS_AS_USED,
+    &ON_REAUTHORISE_WHEN_SPENT,
+    &ON_REAUTHORISE_WHEN_INVALID,
     &ON_ONE_INITIAL,
     &ON_AT_MOST_ONE_TERMINATION,
     &ON_REQUEST_NUMBERS,

@@ -760,6 +760,8 @@ impl B2buaCore {
         };
         let after_refusal = self.has(Deviation::ForwardInviteAfterRefusal);
         let termination_after_refusal = self.has(Deviation::TerminationAfterRefusedInitial);
+        let keep_quota = !self.has(Deviation::NoUpdateOnExhaustedQuota);
+        let keep_validity = !self.has(Deviation::NoUpdateOnValidityTime);
         let Some(s) = self.sessions.get_mut(&id) else {
             // The session ended while its InitialRequest was out: a granted
             // one is closed at once.
@@ -786,7 +788,7 @@ impl B2buaCore {
             return;
         };
         match outcome {
-            CreditOutcome::Granted => {}
+            CreditOutcome::Granted => c.forget_limits(keep_quota, keep_validity),
             CreditOutcome::NoAnswer if online.failure_handling == FailureHandlingMode::Continue => {
                 // RFC 4006 CONTINUE: the session goes on without credit control.
                 c.stop_control(true);

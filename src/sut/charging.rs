@@ -467,6 +467,18 @@ impl CreditControl {
         Some(from + std::time::Duration::from_secs(u64::from(granted)))
     }
 
+    /// Deviations: forget the grant's limits, as a server that never asks
+    /// again when its quota is spent (`keep_quota` false) or its validity
+    /// time runs out (`keep_validity` false) would.
+    pub(crate) fn forget_limits(&mut self, keep_quota: bool, keep_validity: bool) {
+        if !keep_quota && !self.final_units {
+            self.granted = None;
+        }
+        if !keep_validity {
+            self.validity_until = None;
+        }
+    }
+
     /// When the grant's Validity-Time runs out (same conditions).
     pub(crate) fn validity_deadline(&self) -> Option<Instant> {
         if self.is_pending() || self.state != CreditState::Open || self.usage_from.is_none() {

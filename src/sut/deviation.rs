@@ -128,11 +128,16 @@ pub enum Deviation {
     /// With only CHANGE_IN_THRSHLD_OF_PARTICIPANTS_NMB (51) armed, an
     /// UpdateRequest on every change of the count, not only at the threshold.
     UpdateOnEveryJoinWhenOnlyThresholdArmed,
+    /// Granted units run out (no final-unit indication) and the server asks
+    /// for no more: the session goes on uncontrolled.
+    NoUpdateOnExhaustedQuota,
+    /// The grant's Validity-Time runs out and the server asks for no more.
+    NoUpdateOnValidityTime,
 }
 
 impl Deviation {
     /// Every deviation, for listings and the deviation matrix.
-    pub const ALL: [Deviation; 52] = [
+    pub const ALL: [Deviation; 54] = [
         Self::StartBeforeAnswer,
         Self::StartOnFailedInvite,
         Self::EventOnFailedInvite,
@@ -185,6 +190,8 @@ impl Deviation {
         Self::NoUpdateWhenParticipantsTriggerArmed,
         Self::UpdateOnJoinWhenNothingArmed,
         Self::UpdateOnEveryJoinWhenOnlyThresholdArmed,
+        Self::NoUpdateOnExhaustedQuota,
+        Self::NoUpdateOnValidityTime,
     ];
 
     /// The name used in configs and on the command line.
@@ -237,6 +244,8 @@ impl Deviation {
             Self::SecondInitialOnReinvite => "second_initial_on_reinvite",
             Self::NoCreditControl => "no_credit_control",
             Self::NoTerminationOnBye => "no_termination_on_bye",
+            Self::NoUpdateOnExhaustedQuota => "no_update_on_exhausted_quota",
+            Self::NoUpdateOnValidityTime => "no_update_on_validity_time",
             Self::InvitationsBeforeCreditAnswer => "invitations_before_credit_answer",
             Self::GroupInvitationsAfterRefusal => "group_invitations_after_refusal",
             Self::NoUpdateWhenParticipantsTriggerArmed => {
@@ -350,6 +359,12 @@ impl Deviation {
             }
             Self::NoTerminationOnBye => {
                 "6.3.3.7: a client's BYE is charged with a TerminationRequest"
+            }
+            Self::NoUpdateOnExhaustedQuota => {
+                "6.3.3 credit control: spent units are re-authorised with an UpdateRequest (QUOTA_EXHAUSTED)"
+            }
+            Self::NoUpdateOnValidityTime => {
+                "6.3.3 credit control: an expired Validity-Time is answered with an UpdateRequest (VALIDITY_TIME)"
             }
             Self::InvitationsBeforeCreditAnswer => {
                 "6.3.3.2: the invitations go out only after a successful CH-2 Response to the Controlling Function's InitialRequest"

@@ -72,6 +72,72 @@ async fn arm(w: &mut World, which: String, user: String) -> StepResult {
     script(w, &user, RequestType::Initial, answer)
 }
 
+#[given(regex = r"^the OCS grants (\w+) (\d+) seconds?$")]
+async fn grant(w: &mut World, user: String, seconds: u32) -> StepResult {
+    script(
+        w,
+        &user,
+        RequestType::Initial,
+        OcsAnswer::grant(ServiceUnits::seconds(seconds)),
+    )
+}
+
+#[given(regex = r"^the OCS grants (\w+) (\d+) seconds? valid for (\d+) seconds?$")]
+async fn grant_valid_for(w: &mut World, user: String, seconds: u32, valid: u32) -> StepResult {
+    script(
+        w,
+        &user,
+        RequestType::Initial,
+        OcsAnswer::grant(ServiceUnits::seconds(seconds)).validity(valid),
+    )
+}
+
+/// Credit control beyond the table (RFC 4006): the SUT asks again when its
+/// grant is spent or no longer valid, with the reason.
+#[then(
+    regex = r"^a CH-2 UpdateRequest reporting (QUOTA_EXHAUSTED|VALIDITY_TIME) arrives for every online function$"
+)]
+async fn update_reporting(w: &mut World, reason: String) -> StepResult {
+    use crate::charging::ch2::ReportingReason;
+    let (wanted, rule) = if reason == "QUOTA_EXHAUSTED" {
+        (
+            ReportingReason::QuotaExhausted,
+            &rules::ON_REAUTHORISE_WHEN_SPENT,
+        )
+    } else {
+        (
+            ReportingReason::ValidityTime,
+            &rules::ON_REAUTHORISE_WHEN_INVALID,
+        )
+    };
+    await_every_online(w, RequestType::Update, rule).await?;
+    for function in w.online_functions() {
+        let Some(at) = w.online_marks.get(&function).copied() else {
+            continue;
+        };
+        let records = w.online_records_for(function);
+        let Some(update) = records.iter().find(|r| r.record.stamp == at) else {
+            continue;
+        };
+        let reasons: Vec<ReportingReason> = update
+            .request
+            .credits
+            .iter()
+            .filter_map(|c| c.reporting_reason)
+            .collect();
+        if !reasons.contains(&wanted) {
+            let served = w.served_user(function).unwrap_or_default();
+            return Err(w.fail(
+                rule,
+                format!("the {function} serving {served}"),
+                format!("an UpdateRequest with Reporting-Reason {reason}"),
+                format!("{}: Reporting-Reason {reasons:?}", line(update)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[given(regex = r"^the OCS grants (\w+) (\d+) seconds? with final units TERMINATE$")]
 async fn final_units(w: &mut World, user: String, seconds: u32) -> StepResult {
     script(
