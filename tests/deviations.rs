@@ -177,7 +177,10 @@ fn must_fail(d: Deviation) -> Vec<Caught> {
             vec![by(&["ON-INIT-01"], "on.initial.forward-after-answer")]
         }
         Deviation::ForwardInviteAfterRefusal => {
-            vec![by(&["ON-INIT-02"], "on.initial.refusal-rejects-invite")]
+            vec![by(
+                &["ON-INIT-02", "ON-INIT-03"],
+                "on.initial.refusal-rejects-invite",
+            )]
         }
         Deviation::TerminationAfterRefusedInitial => {
             vec![by(&["ON-INIT-02"], "online.refused-initial-ends-session")]

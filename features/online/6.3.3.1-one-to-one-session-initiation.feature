@@ -34,3 +34,14 @@ Feature: 6.3.3.1 Online charging for 1-1 CPM session initiation [derived]
       | 4010 |
       | 4012 |
       | 5030 |
+
+  # A 2001 command with a failed Multiple-Services-Credit-Control refuses
+  # the service all the same (RFC 4006 5.1.2): the INVITE must not go on.
+  # Whether the credit-control session then owes a TerminationRequest is
+  # not judged here (RFC 4006 keeps the session up at command level).
+  @tp-ON-INIT-03
+  Scenario: An InitialRequest refused at service level (4012 in the MSCC) rejects the INVITE
+    Given the OCS refuses alice's CH-2 InitialRequest at service level with 4012
+    When alice tries to invite bob to a 1-1 CPM session
+    Then a CH-2 InitialRequest arrives for every online function
+    And alice's INVITE is rejected and bob receives no INVITE
