@@ -46,8 +46,13 @@ fn invite_from(w: &mut World, from: &str, to: String) -> Result<CpmInvite, StepF
     })
 }
 
-#[when(regex = r"^(\w+) starts an ad-hoc group session with (\w+(?:(?:, | and )\w+)*)$")]
-async fn start_ad_hoc(w: &mut World, chair: String, members: String) -> StepResult {
+/// The chair's INVITE to the conference factory with `members` as its
+/// recipient list (each a test user of the scenario), and its From tag.
+fn ad_hoc_invite(
+    w: &mut World,
+    chair: &str,
+    members: &[String],
+) -> Result<(rsip::Request, String), StepFailure> {
     let Some(factory) = w
         .profile()
         .groups
@@ -58,16 +63,23 @@ async fn start_ad_hoc(w: &mut World, chair: String, members: String) -> StepResu
     };
     let domain = w.profile().sut.domain.clone();
     let mut recipients = Vec::new();
-    for m in names(&members) {
-        if !w.users.contains_key(&m) {
-            w.add_user(&m);
+    for m in members {
+        if !w.users.contains_key(m) {
+            w.add_user(m);
         }
-        recipients.push(w.user(&m)?.uri.clone());
+        recipients.push(w.user(m)?.uri.clone());
     }
-    let p = invite_from(w, &chair, format!("sip:{factory}@{domain}"))?;
+    let p = invite_from(w, chair, format!("sip:{factory}@{domain}"))?;
     let invite = message::cpm_group_invite(&p, &recipients)
         .map_err(|e| StepFailure::Harness(e.to_string()))?;
-    start(w, &chair, invite, p.from_tag, names(&members)).await
+    Ok((invite, p.from_tag))
+}
+
+#[when(regex = r"^(\w+) starts an ad-hoc group session with (\w+(?:(?:, | and )\w+)*)$")]
+async fn start_ad_hoc(w: &mut World, chair: String, members: String) -> StepResult {
+    let members = names(&members);
+    let (invite, tag) = ad_hoc_invite(w, &chair, &members)?;
+    start(w, &chair, invite, tag, members).await
 }
 
 #[when(regex = r#"^(\w+) starts a session with the pre-defined group "([\w-]+)"$"#)]
@@ -101,6 +113,28 @@ async fn start(
     tag: String,
     invited: Vec<String>,
 ) -> StepResult {
+    send_group_invite(w, chair, invite, tag, invited).await?;
+    established(w, chair, "group session").await?;
+    let session_uri = w
+        .leg(chair)?
+        .dialog
+        .as_ref()
+        .map(|d| d.remote_target.to_string());
+    if let Some(g) = w.group.as_mut() {
+        g.session_uri = session_uri;
+    }
+    Ok(())
+}
+
+/// Sends the chair's INVITE to the group: the scenario is a group session
+/// from now on, with `invited` the members the SUT is asked to invite.
+async fn send_group_invite(
+    w: &mut World,
+    chair: &str,
+    invite: rsip::Request,
+    tag: String,
+    invited: Vec<String>,
+) -> StepResult {
     w.group = Some(GroupSession {
         invited,
         ..GroupSession::default()
@@ -125,15 +159,6 @@ async fn start(
             ended: false,
         },
     );
-    established(w, chair, "group session").await?;
-    let session_uri = w
-        .leg(chair)?
-        .dialog
-        .as_ref()
-        .map(|d| d.remote_target.to_string());
-    if let Some(g) = w.group.as_mut() {
-        g.session_uri = session_uri;
-    }
     Ok(())
 }
 
@@ -547,50 +572,9 @@ fn update_rule(armed: &[TriggerType]) -> &'static rules::Rule {
 
 #[when(regex = r"^(\w+) tries to start an ad-hoc group session with (\w+(?:(?:, | and )\w+)*)$")]
 async fn try_start_ad_hoc(w: &mut World, chair: String, members: String) -> StepResult {
-    let Some(factory) = w
-        .profile()
-        .groups
-        .as_ref()
-        .and_then(|g| g.conference_factory.clone())
-    else {
-        return Err(w.harness_error("the SUT profile declares no groups.conference_factory"));
-    };
-    let domain = w.profile().sut.domain.clone();
-    let mut recipients = Vec::new();
-    for m in names(&members) {
-        if !w.users.contains_key(&m) {
-            w.add_user(&m);
-        }
-        recipients.push(w.user(&m)?.uri.clone());
-    }
-    let p = invite_from(w, &chair, format!("sip:{factory}@{domain}"))?;
-    let invite = message::cpm_group_invite(&p, &recipients)
-        .map_err(|e| StepFailure::Harness(e.to_string()))?;
-    w.group = Some(GroupSession {
-        invited: names(&members),
-        ..GroupSession::default()
-    });
-    w.originator = Some(chair.clone());
-    let sut = w.ctx.sut_sip;
-    let at = w
-        .user(&chair)?
-        .send_request(invite.clone(), sut)
-        .await
-        .map(|(_, at)| at)
-        .map_err(|e| StepFailure::Harness(format!("{chair}'s INVITE not sent: {e}")))?;
-    log_sent_request(w, at, &chair, rsip::Method::Invite);
-    w.legs.insert(
-        chair,
-        Leg {
-            invite,
-            invite_key: None,
-            local_tag: p.from_tag,
-            dialog: None,
-            pending: Vec::new(),
-            ended: false,
-        },
-    );
-    Ok(())
+    let members = names(&members);
+    let (invite, tag) = ad_hoc_invite(w, &chair, &members)?;
+    send_group_invite(w, &chair, invite, tag, members).await
 }
 
 /// 6.3.3.2: a refused InitialRequest answers the chair with the profile's
