@@ -5,9 +5,7 @@
 
 use cucumber::{then, when};
 
-use super::sip::{
-    StepResult, await_final, await_request, contact_uri, in_dialog_request, log_sent_request,
-};
+use super::sip::{StepResult, await_final, await_request, in_dialog_request, log_sent_request};
 use crate::charging::ch1::RecordType;
 use crate::charging::ch2::{RequestType, TriggerType};
 use crate::harness::expect::record_type_named;
@@ -16,7 +14,7 @@ use crate::harness::rules;
 use crate::harness::verdict::StepFailure;
 use crate::harness::world::{GroupSession, Leg, SipWhat, World, record_line};
 use crate::profile::{ChargedFunction, Groups};
-use crate::sip::dialog::{Dialog, copy_record_route, new_branch, new_call_id, uri_text};
+use crate::sip::dialog::{Dialog, new_branch, new_call_id, uri_text};
 use crate::sip::message::{self, CpmInvite};
 
 /// Names in a step: `carol`, `carol and dave`, `carol, dave and erin`.
@@ -227,57 +225,10 @@ async fn hold_invitation(w: &mut World, member: String) -> StepResult {
 #[when(regex = r"^(\w+) (?:answers|rejects) the group invitation with (\d{3})(?: [A-Za-z ]+)?$")]
 async fn answer_invitation(w: &mut World, member: String, status: u16) -> StepResult {
     invitation(w, &member).await?;
-    let leg = w.leg(&member)?;
-    let (Some(key), invite, tag) = (
-        leg.invite_key.clone(),
-        leg.invite.clone(),
-        leg.local_tag.clone(),
-    ) else {
-        return Err(w.harness_error(format!("{member} has no invitation to answer")));
-    };
-    let callee = w.user(&member)?;
-    let (local, transport) = (callee.local_addr(), callee.transport());
-    let contact = contact_uri(callee)?;
-    let name = callee.name.clone();
-    let mut response =
-        crate::sip::transaction::response_to(&invite, rsip::StatusCode::from(status), Some(&tag));
-    if (101..300).contains(&status) {
-        response.headers.push(rsip::Header::Contact(
-            message::cpm_contact(&name, local, transport).into(),
-        ));
-        copy_record_route(&invite, &mut response);
-    }
-    if (200..300).contains(&status) {
-        let sdp = message::msrp_sdp(local, 9, &tag, false);
-        message::set_body(
-            &mut response.headers,
-            &mut response.body,
-            "application/sdp",
-            sdp.as_bytes(),
-        );
-        let dialog = Dialog::uas(&invite, &tag, contact).map_err(|e| {
-            StepFailure::Harness(format!("{member}: no dialog from the SUT's INVITE: {e}"))
-        })?;
-        w.leg(&member)?.dialog = Some(dialog);
-    }
+    super::sip::send_invite_answer(w, &member, status).await?;
     if status >= 300 {
         w.leg(&member)?.ended = true;
     }
-    let at = w
-        .user(&member)?
-        .send_response(&key, response)
-        .await
-        .map_err(|e| StepFailure::Harness(format!("{member}'s {status} not sent: {e}")))?;
-    w.log_sip(
-        at,
-        &member,
-        true,
-        SipWhat::Response {
-            status,
-            method: rsip::Method::Invite,
-            reinvite: false,
-        },
-    );
     Ok(())
 }
 

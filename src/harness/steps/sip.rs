@@ -272,7 +272,7 @@ fn note_source(w: &mut World, user: &str, request: &rsip::Request, source: &Targ
 }
 
 /// The SIP URI test user `user` puts in its Contact.
-pub(super) fn contact_uri(user: &TestUser) -> Result<rsip::Uri, StepFailure> {
+fn contact_uri(user: &TestUser) -> Result<rsip::Uri, StepFailure> {
     let text = message::cpm_contact(&user.name, user.local_addr(), user.transport());
     rsip::Uri::try_from(uri_text(&text))
         .map_err(|e| StepFailure::Harness(format!("{}'s Contact {text} is no URI: {e}", user.name)))
@@ -366,17 +366,11 @@ async fn accept_with_held_ack(w: &mut World, b: String, a: String) -> StepResult
     answer_invite_then_ack(w, b, 200, true).await
 }
 
-/// `b` answers the INVITE with `status`; the originator awaits the final
-/// answer and ACKs a 2xx, at once or (`hold_ack`) only once the SUT has
-/// sent the 200 OK again (RFC 3261 13.3.1.4: it retransmits a 2xx until the
-/// ACK comes; over a reliable transport the hold lasts 2 T1).
-async fn answer_invite_then_ack(
-    w: &mut World,
-    b: String,
-    status: u16,
-    hold_ack: bool,
-) -> StepResult {
-    let leg = w.leg(&b)?;
+/// `b` answers the INVITE it received (kept on its leg) with `status`: a
+/// tagged 1xx or a 2xx with Contact and Record-Route (RFC 3261 12.1.1), a 2xx
+/// with an SDP answer and a dialog; logged on the timeline.
+pub(super) async fn send_invite_answer(w: &mut World, b: &str, status: u16) -> StepResult {
+    let leg = w.leg(b)?;
     let (Some(key), invite, tag) = (
         leg.invite_key.clone(),
         leg.invite.clone(),
@@ -384,7 +378,7 @@ async fn answer_invite_then_ack(
     ) else {
         return Err(w.harness_error(format!("{b} has received no INVITE to answer")));
     };
-    let callee = w.user(&b)?;
+    let callee = w.user(b)?;
     let local = callee.local_addr();
     let transport = callee.transport();
     let contact = contact_uri(callee)?;
@@ -412,16 +406,16 @@ async fn answer_invite_then_ack(
                 "{b}: cannot make a dialog from the SUT's INVITE: {e}"
             ))
         })?;
-        w.leg(&b)?.dialog = Some(dialog);
+        w.leg(b)?.dialog = Some(dialog);
     }
     let at = w
-        .user(&b)?
+        .user(b)?
         .send_response(&key, response)
         .await
         .map_err(|e| StepFailure::Harness(format!("{b}'s {status} not sent: {e}")))?;
     w.log_sip(
         at,
-        &b,
+        b,
         true,
         SipWhat::Response {
             status,
@@ -429,6 +423,20 @@ async fn answer_invite_then_ack(
             reinvite: false,
         },
     );
+    Ok(())
+}
+
+/// `b` answers the INVITE with `status`; the originator awaits the final
+/// answer and ACKs a 2xx, at once or (`hold_ack`) only once the SUT has
+/// sent the 200 OK again (RFC 3261 13.3.1.4: it retransmits a 2xx until the
+/// ACK comes; over a reliable transport the hold lasts 2 T1).
+async fn answer_invite_then_ack(
+    w: &mut World,
+    b: String,
+    status: u16,
+    hold_ack: bool,
+) -> StepResult {
+    send_invite_answer(w, &b, status).await?;
     if status < 200 {
         return Ok(());
     }
